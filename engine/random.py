@@ -1,0 +1,127 @@
+"""Seeded random streams: `Generator`, the default generator and `manual_seed`.
+
+The engine's own stream (not PyTorch's): NumPy's PCG64 seeded through SeedSequence,
+which gives the same numbers for the same seed on every machine. Draws are made in
+float32 (float64 only for float64 tensors), never drawn wide and cast down. A draw for
+a CUDA tensor is made by the same generator on the host and copied over, so cpu and
+cuda give the same numbers for now.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from engine import dtypes
+from engine.device import CPU, device
+
+DEFAULT_SEED = 67280421310721  # PyTorch's default initial seed
+_MASK64 = (1 << 64) - 1
+
+
+class Generator:
+    def __init__(self, device: Any = "cpu") -> None:
+        from engine.device import device as _device
+
+        self.device = _device(device)
+        self.manual_seed(DEFAULT_SEED)
+
+    def manual_seed(self, seed: int) -> Generator:
+        self._seed = int(seed)
+        self._rng = np.random.Generator(np.random.PCG64(self._seed & _MASK64))
+        return self
+
+    def seed(self) -> int:
+        """Re-seed from the operating system's entropy and return the new seed."""
+        s = int.from_bytes(os.urandom(8), "little") >> 1
+        self.manual_seed(s)
+        return s
+
+    def initial_seed(self) -> int:
+        return self._seed
+
+    def get_state(self) -> Any:
+        """The full stream position as an int64 tensor of 6 values (safetensors-friendly)."""
+        from engine.tensor import wrap
+
+        st = self._rng.bit_generator.state
+        s, inc = st["state"]["state"], st["state"]["inc"]
+        words = [s >> 64, s & _MASK64, inc >> 64, inc & _MASK64, st["has_uint32"], st["uinteger"]]
+        return wrap(np.array(words, dtype=np.uint64).view(np.int64), CPU)
+
+    def set_state(self, state: Any) -> Generator:
+        arr = np.asarray(state.numpy() if hasattr(state, "numpy") else state)
+        if arr.shape != (6,) or arr.dtype.kind not in "iu":
+            raise ValueError(
+                f"set_state: expected the int64 tensor of 6 values get_state() returns, "
+                f"got shape {arr.shape} dtype {arr.dtype}"
+            )
+        w = [int(x) for x in arr.astype(np.int64).view(np.uint64)]
+        self._rng.bit_generator.state = {
+            "bit_generator": "PCG64",
+            "state": {"state": (w[0] << 64) | w[1], "inc": (w[2] << 64) | w[3]},
+            "has_uint32": w[4],
+            "uinteger": w[5],
+        }
+        return self
+
+    # draws, as host arrays of the requested dtype ------------------------------------------
+    def uniform(
+        self, shape: tuple[int, ...], d: dtypes.dtype, low: float = 0.0, high: float = 1.0
+    ) -> np.ndarray:
+        wide = np.float64 if d is dtypes.float64 else np.float32
+        u = self._rng.random(shape, dtype=wide)
+        if low != 0.0 or high != 1.0:
+            u = u * wide(high - low) + wide(low)
+        return u.astype(d.np, copy=False)
+
+    def normal(
+        self, shape: tuple[int, ...], d: dtypes.dtype, mean: float = 0.0, std: float = 1.0
+    ) -> np.ndarray:
+        wide = np.float64 if d is dtypes.float64 else np.float32
+        z = self._rng.standard_normal(shape, dtype=wide)
+        if mean != 0.0 or std != 1.0:
+            z = z * wide(std) + wide(mean)
+        return z.astype(d.np, copy=False)
+
+    def integers(self, low: int, high: int, shape: tuple[int, ...]) -> np.ndarray:
+        return self._rng.integers(low, high, shape, dtype=np.int64)
+
+    def permutation(self, n: int) -> np.ndarray:
+        return self._rng.permutation(n).astype(np.int64, copy=False)
+
+
+default_generator = Generator()
+
+
+def manual_seed(seed: int) -> Generator:
+    return default_generator.manual_seed(seed)
+
+
+def seed() -> int:
+    return default_generator.seed()
+
+
+def initial_seed() -> int:
+    return default_generator.initial_seed()
+
+
+def get_rng_state() -> Any:
+    return default_generator.get_state()
+
+
+def set_rng_state(state: Any) -> None:
+    default_generator.set_state(state)
+
+
+def generator_or_default(generator: Generator | None) -> Generator:
+    if generator is None:
+        return default_generator
+    if not isinstance(generator, Generator):
+        raise TypeError(f"generator must be an engine.Generator, got {type(generator).__name__}")
+    return generator
+
+
+__all__ = ["Generator", "device"]

@@ -1,0 +1,1 @@
+"""The domain: job specs, the training loop, data sets and the store; arrives with jobs."""

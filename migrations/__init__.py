@@ -1,0 +1,1 @@
+"""Alembic migrations against the jobs store; arrive with the store."""
