@@ -107,6 +107,7 @@ from engine.random import (
     seed,
     set_rng_state,
 )
+from engine.serialization import load, save
 from engine.tensor import Tensor, bind_methods, wrap
 
 bind_methods()

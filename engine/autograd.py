@@ -81,14 +81,17 @@ class set_grad_enabled(_GradModeContext):
     def __new__(cls, mode: bool):
         self = object.__new__(cls)
         self.mode = bool(mode)
-        grad_mode.enabled = self.mode  # like PyTorch, it takes effect as a plain call too
+        # Like PyTorch, it takes effect as a plain call too; leaving a `with` block (or
+        # using it as a decorator) restores the mode from before the call.
+        self._prev = grad_mode.enabled
+        grad_mode.enabled = self.mode
         return self
 
     def __enter__(self) -> None:
-        self._prev = not self.mode
         grad_mode.enabled = self.mode
 
     def __call__(self, func: F) -> F:
+        grad_mode.enabled = self._prev
         mode = self.mode
 
         @functools.wraps(func)
@@ -116,8 +119,8 @@ class Node:
     """
 
     saved: tuple[Any, ...] | None = ()
-    _vcs: tuple[list[int], ...] | None = None
-    _vs: tuple[int, ...] = ()
+    _vcs: list[list[int]] | None = None
+    _vs: list[int] | None = None
     _pre_hooks: dict[int, Callable[..., Any]] | None = None
     _hook_device: Any = None
     next: tuple[Any, ...]
@@ -137,13 +140,6 @@ class Node:
         raise TypeError(f"{self.name()} defines no backward")
 
 
-def edge(t: Tensor) -> Any:
-    """Where a gradient for `t` goes: its node, the tensor itself for a leaf, or None."""
-    if not t._rg:
-        return None
-    return t._node or t
-
-
 def counter(t: Tensor) -> list[int]:
     """t's version counter, created on first need; views share it with their base."""
     vc = t._vc
@@ -154,13 +150,18 @@ def counter(t: Tensor) -> list[int]:
 
 def save_versions(node: Node, *tensors: Tensor) -> None:
     """Remember the versions of the tensors whose arrays `node` saved."""
-    vcs = tuple(counter(t) for t in tensors)
+    vcs = []
+    for t in tensors:
+        vc = t._vc
+        if vc is None:
+            vc = t._vc = [0]
+        vcs.append(vc)
     node._vcs = vcs
-    node._vs = tuple(vc[0] for vc in vcs)
+    node._vs = [vc[0] for vc in vcs]
 
 
 def _check_versions(node: Node) -> None:
-    for vc, v in zip(node._vcs, node._vs, strict=True):  # type: ignore[arg-type]
+    for vc, v in zip(node._vcs, node._vs):  # type: ignore[arg-type]  # noqa: B905
         if vc[0] != v:
             raise RuntimeError(
                 f"one of the tensors needed for gradient computation by {node.name()} has "
@@ -186,27 +187,37 @@ def _owned(g: Any, given: set[int]) -> Any:
     return g
 
 
-def _run_hooks(hooks: dict[int, Callable[..., Any]], g: Any, device: Any) -> Any:
-    from engine.tensor import wrap
+_wrap: Callable[[Any, Any], Tensor] | None = None
 
+
+def _tensor(g: Any, device: Any) -> Tensor:
+    global _wrap
+    if _wrap is None:  # engine.tensor imports this module, so bind its constructor late
+        from engine.tensor import wrap as _wrap
+    return _wrap(g, device)
+
+
+def _run_hooks(hooks: dict[int, Callable[..., Any]], g: Any, device: Any, given: set[int]) -> Any:
+    # A hook may keep the tensor it is shown, or return one the caller holds: a leaf's
+    # .grad must alias neither, so every array that went through a hook counts as given.
     for fn in list(hooks.values()):
-        out = fn(wrap(g, device))
+        given.add(id(g))
+        out = fn(_tensor(g, device))
         if out is not None:
             g = out._data
+    given.add(id(g))
     return g
 
 
 def _accumulate(leaf: Tensor, g: Any, given: set[int]) -> None:
     if leaf._hooks:
-        g = _run_hooks(leaf._hooks, g, leaf._device)
+        g = _run_hooks(leaf._hooks, g, leaf._device, given)
     data = leaf._data
     if g.dtype != data.dtype:
         g = g.astype(data.dtype)
     current = leaf.grad
     if current is None:
-        from engine.tensor import wrap
-
-        leaf.grad = wrap(_owned(g, given), leaf._device)
+        leaf.grad = _tensor(_owned(g, given), leaf._device)
     else:
         current._data += g
 
@@ -227,7 +238,7 @@ def run_backward(root: Tensor, gy: Any, retain_graph: bool) -> None:
         grads = pending.pop(node)
         g = grads[0] if len(grads) == 1 else _sum(grads)
         if node._pre_hooks:
-            g = _run_hooks(node._pre_hooks, g, node._hook_device)
+            g = _run_hooks(node._pre_hooks, g, node._hook_device, given)
         saved = node.saved
         if saved is None:
             raise RuntimeError(
@@ -240,7 +251,7 @@ def run_backward(root: Tensor, gy: Any, retain_graph: bool) -> None:
         input_grads = node.backward(g)
         if saved and not retain_graph:
             node.saved = None
-        for target, ig in zip(node.next, input_grads, strict=True):
+        for target, ig in zip(node.next, input_grads):  # noqa: B905  (hot loop)
             if target is None or ig is None:
                 continue
             if isinstance(target, Node):

@@ -96,13 +96,14 @@ CPU._ops = ArrayOps()
 
 def resolve(spec: str | int | device | None) -> device:
     """The concrete device a tensor lives on: `cuda` without index becomes the current GPU."""
-    if spec is None:
+    if spec is None or spec is CPU:
         return CPU
     d = device(spec)
     if d.type == "cuda":
         if d.index is None:
             from engine import cuda
 
-            d = device("cuda", cuda.current_device())
+            # without CUDA, cuda:0's backend load below gives the clear error
+            d = device("cuda", cuda.current_device() if cuda.is_available() else 0)
         d.ops  # noqa: B018  (fails early and clearly when CUDA is missing)
     return d

@@ -37,7 +37,9 @@ def _infer_np(data: Any) -> np.ndarray:
         ) from None
     if arr.dtype == object:
         raise TypeError(f"tensor: could not infer a dtype from data of type {type(data).__name__}")
-    if arr.dtype.kind == "f" and not isinstance(data, np.ndarray | np.generic):
+    if isinstance(data, np.ndarray | np.generic):
+        return arr  # NumPy data keeps its dtype; callers reject the ones the engine lacks
+    if arr.dtype.kind == "f":
         arr = arr.astype(dtypes.get_default_dtype().np)
     elif arr.dtype.kind in "iu" and arr.dtype != np.int32:
         arr = arr.astype(np.int64)
@@ -142,6 +144,8 @@ def full(
 ) -> Tensor:
     if isinstance(fill_value, Tensor):
         fill_value = fill_value.item()
+    if not isinstance(fill_value, int | float | bool | np.number | np.bool_):
+        raise TypeError(f"full: fill_value must be a number, got {type(fill_value).__name__}")
     default = dtypes.scalar_dtype(fill_value)
     return _make(
         fill_value,
@@ -247,6 +251,8 @@ def eye(
     device: Any = None,
     requires_grad: bool = False,
 ) -> Tensor:
+    if n < 0 or (m is not None and m < 0):
+        raise ValueError(f"eye: sizes must be non-negative, got n={n}, m={m}")
     d = _dtype(dtype)
     dev = resolve(device)
     with dev.ops.on():

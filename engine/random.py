@@ -2,7 +2,8 @@
 
 The engine's own stream (not PyTorch's): NumPy's PCG64 seeded through SeedSequence,
 which gives the same numbers for the same seed on every machine. Draws are made in
-float32 (float64 only for float64 tensors), never drawn wide and cast down. A draw for
+float32 (float64 only for float64 tensors), never drawn wide and cast down; uniform
+draws for float16/bfloat16 are multiples of 2**-11 / 2**-8 below 1, as PyTorch's. A draw for
 a CUDA tensor is made by the same generator on the host and copied over, so cpu and
 cuda give the same numbers for now.
 """
@@ -19,6 +20,8 @@ from engine.device import CPU, device
 
 DEFAULT_SEED = 67280421310721  # PyTorch's default initial seed
 _MASK64 = (1 << 64) - 1
+# rand() for 16-bit floats draws k * 2**-bits, k < 2**bits, as PyTorch does: never 1.0
+_LOW_BITS = {"float16": 11, "bfloat16": 8}
 
 
 class Generator:
@@ -72,7 +75,12 @@ class Generator:
         self, shape: tuple[int, ...], d: dtypes.dtype, low: float = 0.0, high: float = 1.0
     ) -> np.ndarray:
         wide = np.float64 if d is dtypes.float64 else np.float32
-        u = self._rng.random(shape, dtype=wide)
+        bits = _LOW_BITS.get(d.name)
+        if bits is None:
+            u = self._rng.random(shape, dtype=wide)
+        else:  # a float32 draw near 1 would round up to 1.0: draw on the dtype's grid
+            u = self._rng.integers(0, 1 << bits, shape, dtype=np.int32).astype(wide)
+            u *= wide(2.0**-bits)
         if low != 0.0 or high != 1.0:
             u = u * wide(high - low) + wide(low)
         return u.astype(d.np, copy=False)

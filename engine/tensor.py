@@ -15,7 +15,7 @@ import numpy as np
 from engine import dtypes
 from engine.autograd import counter, run_backward
 from engine.device import CPU, device, resolve
-from engine.errors import ShapeError
+from engine.errors import DeviceError, ShapeError
 from engine.hooks import RemovableHandle
 
 
@@ -61,9 +61,10 @@ class Tensor:
     @requires_grad.setter
     def requires_grad(self, flag: bool) -> None:
         flag = bool(flag)
-        if not flag and self._node is not None:
+        if self._node is not None:
             raise RuntimeError(
-                "requires_grad: only leaf tensors can stop requiring grad; use detach()"
+                "requires_grad: you can only change requires_grad flags of leaf tensors; "
+                "use detach() for a tensor outside the graph"
             )
         if flag and not self.dtype.is_floating_point:
             raise RuntimeError(
@@ -208,26 +209,32 @@ class Tensor:
                 "backward: this tensor does not require grad and has no grad_fn; "
                 "did you forget requires_grad=True on a leaf?"
             )
+        data = self._data
         if gradient is None:
-            if self._data.size != 1:
+            if data.size != 1:
                 raise RuntimeError(
                     f"backward: a gradient can be created implicitly only for scalar outputs; "
-                    f"this tensor has shape {self.shape}, pass gradient="
+                    f"this tensor has shape {data.shape}, pass gradient="
                 )
-            gy = self._device.xp.ones(self._data.shape, dtype=self._data.dtype)
+            gy = self._device.xp.ones(data.shape, dtype=data.dtype)
         else:
             if not isinstance(gradient, Tensor):
                 raise TypeError(
                     f"backward: gradient must be a Tensor, got {type(gradient).__name__}"
                 )
-            if gradient.shape != self.shape:
-                raise ShapeError(
-                    f"backward: gradient of shape {gradient.shape} does not match the "
-                    f"tensor's shape {self.shape}"
+            if gradient._device is not self._device:
+                raise DeviceError(
+                    f"backward: gradient on {gradient._device} does not match the "
+                    f"tensor's device {self._device}"
                 )
             gy = gradient._data
-            if gy.dtype != self._data.dtype:
-                gy = gy.astype(self._data.dtype)
+            if gy.shape != data.shape:
+                raise ShapeError(
+                    f"backward: gradient of shape {gy.shape} does not match the "
+                    f"tensor's shape {data.shape}"
+                )
+            if gy.dtype != data.dtype:
+                gy = gy.astype(data.dtype)
         run_backward(self, gy, bool(retain_graph))
 
     def register_hook(self, fn: Callable[[Tensor], Tensor | None]) -> RemovableHandle:

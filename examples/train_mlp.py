@@ -69,8 +69,10 @@ def main(steps: int = 2000, batch: int = 64, lr: float = 0.05, momentum: float =
     with engine.no_grad():
         accuracy = (forward(params, x).argmax(1) == y).float().mean().item()
     elapsed = time.perf_counter() - start
-    print(f"trained {steps} steps in {elapsed:.2f}s ({elapsed / steps * 1e3:.2f} ms/step); "
-          f"train accuracy {accuracy:.1%}")
+    print(
+        f"trained {steps} steps in {elapsed:.2f}s ({elapsed / steps * 1e3:.2f} ms/step); "
+        f"train accuracy {accuracy:.1%}"
+    )
     return accuracy
 
 

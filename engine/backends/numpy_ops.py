@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+_NO_CONTEXT = contextlib.nullcontext()  # reusable: it holds no state
+
 
 class ArrayOps:
     name = "numpy"
@@ -16,7 +18,7 @@ class ArrayOps:
 
     def on(self) -> contextlib.AbstractContextManager[Any]:
         """A context in which new arrays are made on this backend's device."""
-        return contextlib.nullcontext()
+        return _NO_CONTEXT
 
     def to_host(self, a: Any) -> np.ndarray:
         """A NumPy copy of `a`."""

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from engine import dtypes
 from engine.autograd import Node, save_versions
 from engine.autograd import grad_mode as _gm
-from engine.errors import ShapeError
+from engine.errors import DeviceError, ShapeError
 from engine.functions.common import (
     SCALARS,
     Tensor,
@@ -43,7 +45,12 @@ def _scalar(ad: Any, s: Any) -> Any:
 def _fail(op: str, e: Exception, *operands: Any) -> Exception:
     shapes = [getattr(o, "shape", ()) for o in operands]
     if isinstance(e, ValueError | IndexError):
-        return shape_error(op, *shapes)
+        try:
+            np.broadcast_shapes(*shapes)
+        except ValueError:
+            return shape_error(op, *shapes)
+        # Shapes that broadcast: a value error, e.g. an integer to a negative integer power.
+        return RuntimeError(f"{op}: {str(e)[:1].lower()}{str(e)[1:]}")
     kinds = ", ".join(str(o.dtype) if isinstance(o, Tensor) else type(o).__name__ for o in operands)
     return TypeError(f"{op}: not supported for {kinds}")
 
@@ -99,9 +106,15 @@ def _add_scalar(a: Tensor, s: Any) -> Tensor:
 def sub(a: Tensor, b: Any, *, alpha: Any = 1) -> Tensor:
     if isinstance(b, SCALARS):
         return add(a, -b * alpha)
-    if a._data.dtype == dtypes.bool_.np:
+    if a._data.dtype == dtypes.bool_.np or (
+        isinstance(b, Tensor) and b._data.dtype == dtypes.bool_.np
+    ):
         raise TypeError("sub: subtraction of bool tensors is not supported; use logical_xor or ~")
-    return add(a, b, alpha=-alpha)
+    try:
+        return add(a, b, alpha=-alpha)
+    except (ShapeError, DeviceError, TypeError) as e:  # name the op the caller used
+        msg = str(e)
+        raise type(e)("sub:" + msg[4:] if msg.startswith("add:") else msg) from None
 
 
 def rsub(a: Tensor, b: Any) -> Tensor:
@@ -455,6 +468,8 @@ class AbsBackward(Node):
 
 
 def abs(a: Tensor) -> Tensor:
+    if a._data.dtype == dtypes.bool_.np:
+        raise TypeError("abs: not supported for bool tensors")
     xp = a._device.xp
     out = wrap(xp.abs(a._data), a._device)
     if a._rg and _gm.enabled:

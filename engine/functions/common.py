@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from engine import dtypes
-from engine.autograd import Node, edge, grad_mode, next_seq
+from engine.autograd import Node, grad_mode, next_seq
 from engine.device import device
 from engine.errors import DeviceError, ShapeError
 from engine.tensor import Tensor, wrap
@@ -75,7 +75,7 @@ def to_float(t: Tensor) -> Tensor:
 
 def record(node: Node, out: Tensor, *inputs: Tensor) -> Tensor:
     """Make `node` the creator of `out` when any input requires grad and grad mode is on."""
-    node.next = tuple(edge(t) for t in inputs)
+    node.next = tuple([(t._node or t) if t._rg else None for t in inputs])
     node.seq = next_seq()
     out._rg = True
     out._node = node

@@ -36,7 +36,7 @@ def _index(a: Tensor, idx: Any) -> tuple[tuple[Any, ...], bool]:
             advanced_int |= kind != "b"
             out.append(arr)
         elif isinstance(i, list | np.ndarray):
-            arr = np.asarray(i)
+            arr = np.array(i)  # a copy: backward must not see the caller's later changes
             if arr.dtype.kind not in "biu":
                 raise IndexError(f"index: index lists must hold ints or bools, got {arr.dtype}")
             advanced_int |= arr.dtype.kind != "b"
@@ -50,11 +50,12 @@ def _index(a: Tensor, idx: Any) -> tuple[tuple[Any, ...], bool]:
 
 class IndexBackward(Node):
     def backward(self, gy: Any) -> tuple[Any]:
+        (index,) = self.saved  # type: ignore[misc]
         g = self.xp.zeros(self.shape, dtype=gy.dtype)
         if self.accumulate:
-            self.ops.index_add(g, self.index, gy)
+            self.ops.index_add(g, index, gy)
         else:
-            g[self.index] = gy
+            g[index] = gy
         return (g,)
 
 
@@ -83,10 +84,13 @@ def getitem(a: Tensor, idx: Any) -> Tensor:
     if a._rg and _gm.enabled:
         node = IndexBackward()
         node.shape = ad.shape
-        node.index = index
+        node.saved = (index,)
         node.accumulate = accumulate
         node.xp = a._device.xp
         node.ops = a._device.ops
+        if not basic:  # backward reads the index tensors' arrays: changing them must raise
+            held = [i for i in (idx if isinstance(idx, tuple) else (idx,)) if isinstance(i, Tensor)]
+            save_versions(node, *held)
         record(node, out, a)
     return out
 
@@ -102,13 +106,16 @@ def writable(op: str, a: Tensor) -> Any:
     ad = a._data
     if isinstance(ad, np.generic):
         ad = a._data = np.array(ad)
+    elif not getattr(ad.flags, "writeable", True):  # NumPy's broadcast views (expand)
+        raise RuntimeError(
+            f"{op}: unsupported operation: more than one element of the written-to tensor "
+            "refers to a single memory location (an expanded tensor); clone() it first"
+        )
     return ad
 
 
 def bump(a: Tensor) -> None:
-    vc = a._vc
-    if vc is not None:
-        vc[0] += 1
+    counter(a)[0] += 1  # created on first write too: `_version` counts every change
 
 
 def setitem(a: Tensor, idx: Any, value: Any) -> None:

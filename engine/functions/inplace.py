@@ -38,9 +38,11 @@ def _run(op: str, a: Tensor, ufunc: Any, *operands: Any) -> Tensor:
             f"{op}: operand of shape {shapes[0] if shapes else ()} cannot be written into "
             f"a tensor of shape {ad.shape}"
         ) from None
-    except TypeError as e:
+    except TypeError:
+        kinds = ", ".join(str(getattr(o, "dtype", None) or type(o).__name__) for o in operands)
         raise RuntimeError(
-            f"{op}: the result cannot be stored in a {a.dtype} tensor ({e})"
+            f"{op}: result type can't be cast to the desired output type {a.dtype} "
+            f"(operand {kinds}); an in-place op keeps the tensor's dtype"
         ) from None
     bump(a)
     return a

@@ -30,8 +30,14 @@ def _kept_shape(shape: tuple[int, ...], dims: tuple[int, ...]) -> tuple[int, ...
 
 
 def _spread(gy: Any, shape: tuple[int, ...], dims: tuple[int, ...], xp: Any) -> Any:
-    """gy of a reduction broadcast back over the input's shape (a view, not a copy)."""
-    return xp.broadcast_to(gy.reshape(_kept_shape(shape, dims)), shape)
+    """gy of a reduction broadcast back over the input's shape, as a new array.
+
+    A new array rather than a broadcast view: a leaf needs one of its own anyway, and
+    filling one costs less than NumPy's broadcast_to.
+    """
+    out = xp.empty(shape, dtype=gy.dtype)
+    out[...] = gy.reshape(_kept_shape(shape, dims)) if len(dims) != len(shape) else gy
+    return out
 
 
 def _count(shape: tuple[int, ...], dims: tuple[int, ...]) -> int:
@@ -131,7 +137,8 @@ def _var_like(
         node.saved = (centred, y if op == "std" else None)
         node.dims = dims
         node.denom = denom
-        save_versions(node, out)
+        if op == "std":  # var's backward reads only its own copy of the centred input
+            save_versions(node, out)
         record(node, out, a)
     return out
 
@@ -215,6 +222,8 @@ def _max_dim(op: str, a: Tensor, dim: int, keepdim: bool, is_max: bool) -> MinMa
         node.xp, node.dim, node.shape, node.keepdim = xp, d, ad.shape, keepdim
         record(node, out, a)
     indices = wrap(idx if keepdim else idx.squeeze(d), a._device)
+    if out._node is not None:  # backward reads the indices: changing them must raise
+        save_versions(out._node, indices)
     return MinMax(out, indices)
 
 
@@ -405,8 +414,9 @@ def _softmax_like(op: str, a: Tensor, dim: Any, dtype: Any, log: bool) -> Tensor
         from engine.functions.common import cast
 
         a = cast(a, dtypes.as_dtype(dtype))
-    a = to_float(a)
     ad = a._data
+    if ad.dtype.kind in "biu":
+        raise TypeError(f"{op}: needs a floating-point tensor, got {a.dtype}; pass dtype=")
     xp = a._device.xp
     d = norm_dim(dim, ad.ndim, op)
     if ad.ndim == 0:

@@ -266,7 +266,7 @@ def chunk(a: Tensor, chunks: int, dim: int = 0) -> tuple[Tensor, ...]:
     n = a._data.shape[d]
     size = -(-n // chunks) if n else 0
     if size == 0:
-        return _slices(a, d, [0] * min(chunks, 1))
+        return _slices(a, d, [0] * chunks)  # PyTorch: `chunks` empty pieces
     return split(a, size, d)
 
 
@@ -323,6 +323,7 @@ def stack(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
     for t in tensors[1:]:
         if not isinstance(t, Tensor):
             raise TypeError(f"stack: expected Tensors, got {type(t).__name__}")
+        check_device("stack", tensors[0], t)
         if t.shape != first:
             raise ShapeError(
                 f"stack: expects each tensor to be equal size, got {first} and {t.shape}"
