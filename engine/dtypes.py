@@ -36,7 +36,7 @@ class dtype:
         return f"engine.{self.name}"
 
     def __reduce__(self) -> str:
-        return self.name
+        return "bool_" if self.name == "bool" else self.name  # this module's attribute
 
 
 bool_ = dtype("bool", np.bool_, _BOOL, 0)

@@ -7,6 +7,7 @@ call on top of the array op.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -179,13 +180,18 @@ class Tensor:
         return (self[i] for i in range(self._data.shape[0]))
 
     def __repr__(self) -> str:
+        host = self._device.ops.to_host(self._data)
+        if host.dtype == dtypes.bfloat16.np:
+            host = host.astype(np.float32)
+        finite = host[np.isfinite(host)] if host.dtype.kind == "f" else host
+        integral = host.dtype.kind != "f" or bool(np.all(finite == np.round(finite)))
+        # PyTorch's look: whole numbers as `1.`, anything else with four decimals.
         body = np.array2string(
-            self._device.ops.to_host(self._data).astype(
-                np.float32 if self._data.dtype == dtypes.bfloat16.np else self._data.dtype
-            ),
+            host,
             separator=", ",
             prefix="tensor(",
             precision=4,
+            floatmode="maxprec" if integral else "fixed",
         )
         extras = []
         if self._device is not CPU:
@@ -201,6 +207,28 @@ class Tensor:
         elif self._rg:
             extras.append("requires_grad=True")
         return "tensor(" + ", ".join([body, *extras]) + ")"
+
+    def __reduce_ex__(self, protocol: int) -> tuple[Any, ...]:
+        """Pickle as host data, device and requires_grad: the graph never travels."""
+        return (
+            _rebuild,
+            (type(self), self._device.ops.to_host(self._data), str(self._device), self._rg),
+        )
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Tensor:
+        if self._node is not None:
+            raise RuntimeError(
+                "deepcopy: only tensors created by the user (graph leaves) can be deep-copied; "
+                "detach() it first"
+            )
+        out = _new(type(self))
+        memo[id(self)] = out
+        for key, value in self.__dict__.items():
+            if key == "_data":
+                out._data = value.copy()
+            elif key not in ("_vc", "_hooks"):  # a copy starts its own history
+                out.__dict__[key] = copy.deepcopy(value, memo)
+        return out
 
     # ---- autograd -----------------------------------------------------------------------
     def backward(self, gradient: Tensor | None = None, retain_graph: bool | None = None) -> None:
@@ -273,6 +301,15 @@ def wrap(data: Any, dev: device) -> Tensor:
     t = _new(Tensor)
     t._data = data
     t._device = dev
+    return t
+
+
+def _rebuild(cls: type[Tensor], host: np.ndarray, dev: str, requires_grad: bool) -> Tensor:
+    d = resolve(dev)
+    t = _new(cls)
+    t._data = d.ops.from_host(host)
+    t._device = d
+    t._rg = requires_grad
     return t
 
 

@@ -7,6 +7,8 @@ where docs/API.md's "Deliberate differences" say otherwise, the test follows API
 
 from __future__ import annotations
 
+import copy
+import pickle
 import re
 import subprocess
 import sys
@@ -761,3 +763,35 @@ def test_save_and_load_round_trip_a_flat_dict(tmp_path: Path) -> None:
     corrupt.write_bytes(path.read_bytes()[:40])
     with pytest.raises(RuntimeError, match="safetensors"):
         engine.load(corrupt)
+
+
+@pytest.mark.parametrize("d", list(engine.dtypes.ALL))
+def test_dtypes_pickle_to_themselves(d: engine.dtype) -> None:
+    assert pickle.loads(pickle.dumps(d)) is d
+
+
+def test_tensors_pickle_as_data_device_and_requires_grad() -> None:
+    x = engine.tensor([[1.5, -2.0]], dtype=engine.bfloat16)
+    back = pickle.loads(pickle.dumps(x))
+    assert back.dtype is engine.bfloat16 and back.tolist() == x.tolist()
+    leaf = engine.ones(2, requires_grad=True)
+    y = pickle.loads(pickle.dumps(leaf * 2))
+    assert y.requires_grad and y.is_leaf and y.tolist() == [2.0, 2.0]
+
+
+def test_deepcopy_copies_leaves_with_their_grad_and_refuses_graph_nodes() -> None:
+    leaf = engine.ones(2, requires_grad=True)
+    leaf.grad = engine.full((2,), 3.0)
+    c = copy.deepcopy(leaf)
+    assert c.requires_grad and c.grad is not leaf.grad and c.grad.tolist() == [3.0, 3.0]
+    with engine.no_grad():
+        c.add_(1)
+    assert leaf.tolist() == [1.0, 1.0]
+    with pytest.raises(RuntimeError, match="leaves"):
+        copy.deepcopy(leaf * 2)
+
+
+def test_repr_looks_like_pytorchs() -> None:
+    assert repr(engine.tensor([1.5, 2.0])) == "tensor([1.5000, 2.0000])"
+    assert repr(engine.tensor([1.0, 2.0])) == "tensor([1., 2.])"
+    assert repr(engine.tensor([1, 2])) == "tensor([1, 2])"
