@@ -299,6 +299,18 @@ def randn(
     return _random("randn", size, dtype, device, requires_grad, generator, "normal")
 
 
+def _random_like(
+    fn: Any, t: Tensor, generator: Any, dtype: Any, device: Any, requires_grad: bool
+) -> Tensor:
+    return fn(
+        t.shape,
+        generator=generator,
+        dtype=dtype or t.dtype,
+        device=device or t.device,
+        requires_grad=requires_grad,
+    )
+
+
 def rand_like(
     t: Tensor,
     *,
@@ -307,13 +319,7 @@ def rand_like(
     device: Any = None,
     requires_grad: bool = False,
 ) -> Tensor:
-    return rand(
-        t.shape,
-        generator=generator,
-        dtype=dtype or t.dtype,
-        device=device or t.device,
-        requires_grad=requires_grad,
-    )
+    return _random_like(rand, t, generator, dtype, device, requires_grad)
 
 
 def randn_like(
@@ -324,13 +330,7 @@ def randn_like(
     device: Any = None,
     requires_grad: bool = False,
 ) -> Tensor:
-    return randn(
-        t.shape,
-        generator=generator,
-        dtype=dtype or t.dtype,
-        device=device or t.device,
-        requires_grad=requires_grad,
-    )
+    return _random_like(randn, t, generator, dtype, device, requires_grad)
 
 
 def randint(

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from engine import dtypes
-from engine.device import CPU, device
+from engine.device import CPU
 
 DEFAULT_SEED = 67280421310721  # PyTorch's default initial seed
 _MASK64 = (1 << 64) - 1
@@ -130,6 +130,3 @@ def generator_or_default(generator: Generator | None) -> Generator:
     if not isinstance(generator, Generator):
         raise TypeError(f"generator must be an engine.Generator, got {type(generator).__name__}")
     return generator
-
-
-__all__ = ["Generator", "device"]

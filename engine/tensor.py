@@ -458,6 +458,3 @@ def bind_methods() -> None:
         setattr(Tensor, name, fn)
     Tensor.T = property(shape.t_all)  # type: ignore[attr-defined]
     Tensor.mT = property(shape.t_matrix)  # type: ignore[attr-defined]
-
-
-__all__ = ["Tensor", "resolve", "wrap"]

@@ -9,7 +9,7 @@ import numpy as np
 from engine import dtypes
 from engine.autograd import Node, save_versions
 from engine.autograd import grad_mode as _gm
-from engine.errors import DeviceError, ShapeError
+from engine.errors import ShapeError
 from engine.functions.common import (
     SCALARS,
     Tensor,
@@ -25,7 +25,6 @@ from engine.functions.common import (
 )
 
 _BF16 = dtypes.bfloat16.np
-_FLOAT_NP = frozenset(d.np for d in dtypes.ALL if d.is_floating_point)
 
 
 def _coerce(op: str, a: Tensor, b: Any) -> tuple[Tensor, Any]:
@@ -76,16 +75,17 @@ class AddBackward(Node):
         return ga, gb
 
 
-def add(a: Tensor, b: Any, *, alpha: Any = 1) -> Tensor:
+def add(a: Tensor, b: Any, *, alpha: Any = 1, _op: str = "add") -> Tensor:
+    # `_op` lets sub share this body and still name itself in errors.
     if type(b) is not Tensor or a._data.dtype is not b._data.dtype or a._device is not b._device:
-        a, b = _coerce("add", a, b)
+        a, b = _coerce(_op, a, b)
         if not isinstance(b, Tensor):
-            return _add_scalar(a, b * alpha)
+            return _add_scalar(a, b * alpha, _op)
     ad, bd = a._data, b._data
     try:
         out = wrap(ad + bd if alpha == 1 else ad + bd * alpha, a._device)
     except ValueError:
-        raise shape_error("add", ad.shape, bd.shape) from None
+        raise shape_error(_op, ad.shape, bd.shape) from None
     if (a._rg or b._rg) and _gm.enabled:
         node = AddBackward()
         node.shapes_alpha = (ad.shape, bd.shape, alpha)
@@ -93,9 +93,9 @@ def add(a: Tensor, b: Any, *, alpha: Any = 1) -> Tensor:
     return out
 
 
-def _add_scalar(a: Tensor, s: Any) -> Tensor:
+def _add_scalar(a: Tensor, s: Any, op: str) -> Tensor:
     ad = a._data
-    out = wrap(_apply("add", lambda: ad + _scalar(ad, s), a, s), a._device)
+    out = wrap(_apply(op, lambda: ad + _scalar(ad, s), a, s), a._device)
     if a._rg and _gm.enabled:
         node = AddBackward()
         node.shapes_alpha = (ad.shape, (), 1)
@@ -103,23 +103,24 @@ def _add_scalar(a: Tensor, s: Any) -> Tensor:
     return out
 
 
-def sub(a: Tensor, b: Any, *, alpha: Any = 1) -> Tensor:
-    if isinstance(b, SCALARS):
-        return add(a, -b * alpha)
+def _no_bool_sub(a: Tensor, b: Any) -> None:
     if a._data.dtype == dtypes.bool_.np or (
         isinstance(b, Tensor) and b._data.dtype == dtypes.bool_.np
     ):
         raise TypeError("sub: subtraction of bool tensors is not supported; use logical_xor or ~")
-    try:
-        return add(a, b, alpha=-alpha)
-    except (ShapeError, DeviceError, TypeError) as e:  # name the op the caller used
-        msg = str(e)
-        raise type(e)("sub:" + msg[4:] if msg.startswith("add:") else msg) from None
+
+
+def sub(a: Tensor, b: Any, *, alpha: Any = 1) -> Tensor:
+    _no_bool_sub(a, b)
+    if isinstance(b, SCALARS):
+        return add(a, -b * alpha, _op="sub")
+    return add(a, b, alpha=-alpha, _op="sub")
 
 
 def rsub(a: Tensor, b: Any) -> Tensor:
     """b - a for a scalar or array b."""
-    return add(neg(a), b)
+    _no_bool_sub(a, b)
+    return add(neg(a), b, _op="sub")
 
 
 # ---- mul / div ----------------------------------------------------------------------------
@@ -452,13 +453,11 @@ def _keep_output(cls: type[Node], out: Tensor, a: Tensor) -> Tensor:
     return out
 
 
-def _keep_input(cls: type[Node], out: Tensor, a: Tensor) -> Tensor:
-    if a._rg and _gm.enabled:
-        node = cls()
-        node.saved = (a._data,)
-        save_versions(node, a)
-        record(node, out, a)
-    return out
+def _keep_input(node: Node, out: Tensor, a: Tensor) -> Tensor:
+    """Record a unary op whose backward needs its input (log, abs, clamp)."""
+    node.saved = (a._data,)
+    save_versions(node, a)
+    return record(node, out, a)
 
 
 class AbsBackward(Node):
@@ -475,14 +474,8 @@ def abs(a: Tensor) -> Tensor:
     if a._rg and _gm.enabled:
         node = AbsBackward()
         node.xp = xp
-        return _keep_input_node(node, out, a)
+        return _keep_input(node, out, a)
     return out
-
-
-def _keep_input_node(node: Node, out: Tensor, a: Tensor) -> Tensor:
-    node.saved = (a._data,)
-    save_versions(node, a)
-    return record(node, out, a)
 
 
 class ExpBackward(Node):
@@ -502,7 +495,8 @@ class LogBackward(Node):
 
 def log(a: Tensor) -> Tensor:
     a = to_float(a)
-    return _keep_input(LogBackward, wrap(a._device.xp.log(a._data), a._device), a)
+    out = wrap(a._device.xp.log(a._data), a._device)
+    return _keep_input(LogBackward(), out, a) if a._rg and _gm.enabled else out
 
 
 class SqrtBackward(Node):
@@ -612,7 +606,7 @@ def clamp(a: Tensor, min: Any = None, max: Any = None) -> Tensor:
     if a._rg and _gm.enabled:
         node = ClampBackward()
         node.bounds = (lo, hi)
-        _keep_input_node(node, out, a)
+        _keep_input(node, out, a)
     return out
 
 
@@ -693,23 +687,3 @@ def masked_fill(a: Tensor, mask: Tensor, value: Any) -> Tensor:
         save_versions(node, mask)
         record(node, out, a)
     return out
-
-
-__all__ = [
-    "abs",
-    "add",
-    "clamp",
-    "div",
-    "exp",
-    "log",
-    "maximum",
-    "minimum",
-    "mul",
-    "pow",
-    "relu",
-    "sigmoid",
-    "sqrt",
-    "sub",
-    "tanh",
-    "where",
-]

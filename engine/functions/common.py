@@ -9,7 +9,6 @@ import numpy as np
 
 from engine import dtypes
 from engine.autograd import Node, grad_mode, next_seq
-from engine.device import device
 from engine.errors import DeviceError, ShapeError
 from engine.tensor import Tensor, wrap
 
@@ -141,6 +140,3 @@ def parse_size(op: str, size: tuple[Any, ...]) -> tuple[int, ...]:
 
 def xp_of(t: Tensor) -> Any:
     return t._device.xp
-
-
-__all__ = ["SCALARS", "Node", "Tensor", "device", "dtypes", "wrap"]
