@@ -46,8 +46,17 @@ def _infer_np(data: Any) -> np.ndarray:
     return arr
 
 
+def _cuda_array_as_tensor(data: Any) -> Any:
+    """A CuPy (or other __cuda_array_interface__) array as a tensor sharing it, else data."""
+    if not hasattr(data, "__cuda_array_interface__") or isinstance(data, Tensor):
+        return data
+    dtypes.from_np(data.dtype)
+    return wrap(data, resolve(f"cuda:{data.device.id}"))
+
+
 def tensor(data: Any, dtype: Any = None, device: Any = None, requires_grad: bool = False) -> Tensor:
-    """A new tensor holding a copy of `data` (nested sequences, NumPy arrays, tensors)."""
+    """A new tensor holding a copy of `data` (nested sequences, NumPy/CuPy arrays, tensors)."""
+    data = _cuda_array_as_tensor(data)
     if isinstance(data, Tensor):
         src = data.detach()
         out = src.to(
@@ -67,6 +76,7 @@ def tensor(data: Any, dtype: Any = None, device: Any = None, requires_grad: bool
 
 def as_tensor(data: Any, dtype: Any = None, device: Any = None) -> Tensor:
     """Like tensor() but shares memory where dtype and device already match."""
+    data = _cuda_array_as_tensor(data)
     if isinstance(data, Tensor):
         return data.to(
             device=device if device is not None else data.device,

@@ -17,6 +17,7 @@ import numpy as np
 
 from engine import dtypes
 from engine.device import CPU
+from engine.device import device as as_device
 
 DEFAULT_SEED = 67280421310721  # PyTorch's default initial seed
 _MASK64 = (1 << 64) - 1
@@ -26,9 +27,7 @@ _LOW_BITS = {"float16": 11, "bfloat16": 8}
 
 class Generator:
     def __init__(self, device: Any = "cpu") -> None:
-        from engine.device import device as _device
-
-        self.device = _device(device)
+        self.device = as_device(device)
         self.manual_seed(DEFAULT_SEED)
 
     def manual_seed(self, seed: int) -> Generator:

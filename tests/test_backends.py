@@ -171,3 +171,16 @@ def test_gradient_flows_back_across_a_device_move() -> None:
     assert x.grad is not None
     assert x.grad.device == engine.device("cpu")
     assert x.grad.tolist() == [3.0, 3.0]
+
+
+@pytest.mark.gpu
+def test_cupy_arrays_become_cuda_tensors() -> None:
+    import cupy
+
+    a = cupy.arange(6, dtype=cupy.float32).reshape(2, 3)
+    shared = engine.as_tensor(a)
+    assert shared.device == engine.device("cuda:0") and shared._data is a
+    copied = engine.tensor(a, dtype=engine.float64)
+    a[0, 0] = 7
+    assert copied.dtype is engine.float64 and copied.tolist()[0][0] == 0.0
+    assert shared.tolist()[0][0] == 7.0

@@ -354,15 +354,13 @@ class ProdBackward(Node):
             gk = gy if self.keepdim else xp.expand_dims(gy, d)
         # prod of all others = exclusive cumprod from the left times from the right:
         # exact where x has zeros, unlike prod / x.
-        ones = xp.ones_like(xp.take(x, [0], axis=axis))
-        left = xp.concatenate([ones, xp.cumprod(x, axis=axis)], axis=axis)
-        right = xp.flip(
-            xp.concatenate([ones, xp.cumprod(xp.flip(x, axis), axis=axis)], axis=axis), axis
-        )
+        head = (slice(None),) * axis
         n = x.shape[axis]
-        others = xp.take(left, xp.arange(n), axis=axis) * xp.take(
-            right, xp.arange(1, n + 1), axis=axis
-        )
+        ones = xp.ones_like(x[(*head, slice(0, 1))])
+        left = xp.concatenate([ones, xp.cumprod(x, axis=axis)[(*head, slice(0, n - 1))]], axis)
+        flipped = xp.cumprod(xp.flip(x, axis), axis=axis)[(*head, slice(0, n - 1))]
+        right = xp.flip(xp.concatenate([ones, flipped], axis), axis)
+        others = left * right
         return ((gk * others).reshape(ad.shape),)
 
 
