@@ -11,8 +11,6 @@ fails when either file changed after the fixtures were made.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import sys
 import zlib
 from pathlib import Path
@@ -23,16 +21,10 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from fixture_meta import FIXTURES, write_meta  # noqa: E402
 from op_cases import CASES, INPLACE, Case, make_input  # noqa: E402
 
 SOURCES = ("make_fixtures.py", "op_cases.py")
-
-
-def sources_hash() -> str:
-    h = hashlib.sha256()
-    for name in SOURCES:
-        h.update((HERE / name).read_bytes())
-    return h.hexdigest()
 
 
 def upstream(case: Case, j: int, out: torch.Tensor) -> np.ndarray:
@@ -76,16 +68,9 @@ def main() -> None:
         run(case, store, with_grad=True)
     for case in INPLACE:
         run(case, store, with_grad=False)
-    out_dir = HERE / "fixtures"
-    out_dir.mkdir(exist_ok=True)
-    np.savez_compressed(out_dir / "ops.npz", **store)
-    meta = {
-        "torch_version": torch.__version__,
-        "numpy_version": np.__version__,
-        "sources_sha256": sources_hash(),
-        "cases": names,
-    }
-    (out_dir / "ops.json").write_text(json.dumps(meta, indent=1) + "\n")
+    FIXTURES.mkdir(exist_ok=True)
+    np.savez_compressed(FIXTURES / "ops.npz", **store)
+    write_meta("ops", SOURCES, torch.__version__, cases=names)
     print(f"wrote {len(store)} arrays for {len(names)} cases with torch {torch.__version__}")
 
 

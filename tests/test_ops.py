@@ -6,8 +6,6 @@ Each case runs on contiguous and on non-contiguous inputs holding the same value
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -16,12 +14,12 @@ import numpy as np
 import pytest
 from agree import assert_agree
 from conftest import DEVICES
+from fixture_meta import FIXTURES, check_meta
 from op_cases import CASES, INPLACE, Case
 
 import engine
 
 HERE = Path(__file__).resolve().parent
-FIXTURES = HERE / "fixtures"
 BY_NAME = {c.name: c for c in CASES + INPLACE}
 
 
@@ -31,15 +29,7 @@ def ref() -> Any:
 
 
 def test_fixtures_match_the_script_that_made_them() -> None:
-    meta = json.loads((FIXTURES / "ops.json").read_text())
-    h = hashlib.sha256()
-    for name in ("make_fixtures.py", "op_cases.py"):
-        h.update((HERE / name).read_bytes())
-    assert meta["sources_sha256"] == h.hexdigest(), (
-        "tests/make_fixtures.py or tests/op_cases.py changed after the fixtures were made: "
-        "rerun `python tests/make_fixtures.py` with torch 2.13.0"
-    )
-    assert meta["torch_version"].startswith("2.13.0")
+    meta = check_meta("ops")
     assert meta["cases"] == [c.name for c in CASES + INPLACE]
 
 
