@@ -294,13 +294,11 @@ class Module:
 
     def state_dict(
         self,
-        *args: Any,
+        *,
         destination: dict[str, Any] | None = None,
         prefix: str = "",
         keep_vars: bool = False,
     ) -> dict[str, Any]:
-        if args:  # PyTorch's deprecated positional form state_dict(destination, prefix, keep_vars)
-            destination, prefix, keep_vars = (list(args) + [destination, prefix, keep_vars])[:3]
         if destination is None:
             destination = OrderedDict()
         self._save_to_state_dict(destination, prefix, keep_vars)
@@ -356,7 +354,8 @@ class Module:
                     continue
                 rest = key[len(prefix) :]
                 head = rest.split(".", 1)[0]
-                if ("." not in rest and rest not in local) or ("." in rest and head not in children):
+                nested = "." in rest
+                if (not nested and rest not in local) or (nested and head not in children):
                     unexpected_keys.append(key)
 
     def load_state_dict(
