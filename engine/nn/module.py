@@ -331,8 +331,8 @@ class Module:
                 missing_keys.append(key)
                 continue
             value = state_dict[key]
-            if isinstance(value, np.ndarray):
-                value = wrap(target.device.ops.from_host(value), target.device)
+            if isinstance(value, np.ndarray | np.generic):
+                value = wrap(target.device.ops.from_host(np.asarray(value)), target.device)
             if not isinstance(value, Tensor):
                 error_msgs.append(
                     f'While copying the parameter named "{key}", expected a '
