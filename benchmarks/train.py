@@ -1,0 +1,340 @@
+"""Training-step throughput: the engine beside PyTorch eager (and, for the MLPs, a
+hand-written NumPy step: manual backprop, the zero-overhead limit for a NumPy engine).
+
+    python benchmarks/train.py [--device cpu|cuda] [--workloads mlp,cnn] [--steps 20]
+
+Workloads (same model, data and optimizer, AdamW lr 1e-3, on each side):
+  mlp        784 -> 1024 -> 1024 -> 10, ReLU, batch 256
+  mlp_small  64 -> 128 -> 128 -> 10, ReLU, batch 32
+  cnn        [conv3x3 -> ReLU -> maxpool2] x 2 on 1x28x28, linear head, batch 64
+  gpt        4 pre-norm transformer layers, d_model 256, 4 heads, seq 128, batch 16,
+             vocab 96, causal, GELU, dropout 0
+Prints a Markdown table of samples/s (median of repeats) with versions, BLAS and thread
+counts; both sides run at their defaults, except that PyTorch gets NumPy's BLAS thread
+count. Results go to benchmarks/RESULTS.md by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import itertools
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import engine
+
+try:
+    import torch
+except ImportError:
+    torch = None
+
+LR = 1e-3
+BETAS = (0.9, 0.999)
+EPS = 1e-8
+WD = 1e-2
+
+
+# ---- models, written once against a torch-like module namespace ----------------------------
+def mlp_model(m: Any, sizes: tuple[int, ...]) -> Any:
+    layers: list[Any] = []
+    for i, (a, b) in enumerate(itertools.pairwise(sizes)):
+        layers.append(m.nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(m.nn.ReLU())
+    return m.nn.Sequential(*layers)
+
+
+def cnn_model(m: Any) -> Any:
+    nn_ = m.nn
+    return nn_.Sequential(
+        nn_.Conv2d(1, 32, 3, padding=1),
+        nn_.ReLU(),
+        nn_.MaxPool2d(2),
+        nn_.Conv2d(32, 64, 3, padding=1),
+        nn_.ReLU(),
+        nn_.MaxPool2d(2),
+        nn_.Flatten(),
+        nn_.Linear(64 * 7 * 7, 10),
+    )
+
+
+def gpt_model(
+    m: Any, vocab: int = 96, d: int = 256, heads: int = 4, layers: int = 4, seq: int = 128
+) -> Any:
+    nn_ = m.nn
+
+    class GPT(nn_.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.tok = nn_.Embedding(vocab, d)
+            self.pos = nn_.Embedding(seq, d)
+            self.blocks = nn_.ModuleList(
+                [
+                    nn_.TransformerEncoderLayer(
+                        d,
+                        heads,
+                        4 * d,
+                        dropout=0.0,
+                        activation="gelu",
+                        batch_first=True,
+                        norm_first=True,
+                    )
+                    for _ in range(layers)
+                ]
+            )
+            self.norm = nn_.LayerNorm(d)
+            self.head = nn_.Linear(d, vocab)
+            self.register_buffer(
+                "mask",
+                m.triu(m.full((seq, seq), float("-inf")), 1)
+                if hasattr(m, "triu")
+                else _causal(m, seq),
+                persistent=False,
+            )
+            self.register_buffer("positions", m.arange(seq), persistent=False)
+
+        def forward(self, idx: Any) -> Any:
+            h = self.tok(idx) + self.pos(self.positions)
+            for block in self.blocks:
+                h = block(h, src_mask=self.mask)
+            return self.head(self.norm(h))
+
+    return GPT()
+
+
+def _causal(m: Any, seq: int) -> Any:
+    upper = np.triu(np.full((seq, seq), -np.inf, dtype=np.float32), 1)
+    return m.tensor(upper)
+
+
+# ---- one side's training step ---------------------------------------------------------------
+def framework_step(m: Any, model: Any, flatten_logits: bool) -> Callable[[Any, Any], Any]:
+    opt = m.optim.AdamW(model.parameters(), lr=LR, betas=BETAS, eps=EPS, weight_decay=WD)
+    loss_fn = m.nn.CrossEntropyLoss()
+
+    def step(x: Any, y: Any) -> Any:
+        opt.zero_grad(set_to_none=True)
+        logits = model(x)
+        if flatten_logits:
+            logits = logits.reshape(-1, logits.shape[-1])
+        loss = loss_fn(logits, y.reshape(-1))
+        loss.backward()
+        opt.step()
+        return loss
+
+    return step
+
+
+class NumpyMLP:
+    """Forward, backward and AdamW by hand in NumPy: what an engine cannot beat on CPU."""
+
+    def __init__(self, sizes: tuple[int, ...], rng: np.random.Generator) -> None:
+        self.params: list[np.ndarray] = []
+        for a, b in itertools.pairwise(sizes):
+            bound = 1 / np.sqrt(a)
+            self.params += [
+                rng.uniform(-bound, bound, (b, a)).astype(np.float32),
+                rng.uniform(-bound, bound, b).astype(np.float32),
+            ]
+        self.m = [np.zeros_like(p) for p in self.params]
+        self.v = [np.zeros_like(p) for p in self.params]
+        self.t = 0
+
+    def step(self, x: np.ndarray, y: np.ndarray) -> float:
+        acts = [x]
+        n_layers = len(self.params) // 2
+        for i in range(n_layers):
+            w, b = self.params[2 * i], self.params[2 * i + 1]
+            h = acts[-1] @ w.T
+            h += b
+            if i < n_layers - 1:
+                np.maximum(h, 0, out=h)
+            acts.append(h)
+        logits = acts[-1]
+        z = logits - logits.max(1, keepdims=True)
+        e = np.exp(z)
+        s = e.sum(1, keepdims=True)
+        loss = float(np.mean(np.log(s[:, 0]) - z[np.arange(len(y)), y]))
+        g = e / s
+        g[np.arange(len(y)), y] -= 1
+        g /= len(y)
+        grads: list[np.ndarray] = [np.empty(0)] * len(self.params)
+        for i in reversed(range(n_layers)):
+            w = self.params[2 * i]
+            grads[2 * i] = g.T @ acts[i]
+            grads[2 * i + 1] = g.sum(0)
+            if i:
+                g = g @ w
+                g *= acts[i] > 0
+        self.t += 1
+        bc1 = 1 - BETAS[0] ** self.t
+        bc2_sqrt = np.sqrt(1 - BETAS[1] ** self.t)
+        for p, gr, m, v in zip(self.params, grads, self.m, self.v, strict=True):
+            np.multiply(p, 1 - LR * WD, out=p)
+            np.add(m, (1 - BETAS[0]) * (gr - m), out=m)
+            np.multiply(v, BETAS[1], out=v)
+            np.add(v, (1 - BETAS[1]) * gr * gr, out=v)
+            denom = np.sqrt(v) / bc2_sqrt + EPS
+            np.subtract(p, (LR / bc1) * m / denom, out=p)
+        return loss
+
+
+# ---- timing ---------------------------------------------------------------------------------
+def samples_per_s(
+    step: Callable[[], Any], batch: int, steps: int, repeats: int, sync: Callable[[], Any]
+) -> float:
+    for _ in range(3):
+        step()
+    sync()
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        sync()
+        rates.append(batch * steps / (time.perf_counter() - start))
+    return statistics.median(rates)
+
+
+WORKLOADS: dict[str, dict[str, Any]] = {
+    "mlp": {"batch": 256, "sizes": (784, 1024, 1024, 10)},
+    "mlp_small": {"batch": 32, "sizes": (64, 128, 128, 10)},
+    "cnn": {"batch": 64},
+    "gpt": {"batch": 16, "seq": 128, "vocab": 96},
+}
+
+
+def make_data(name: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    w = WORKLOADS[name]
+    if name.startswith("mlp"):
+        return (
+            rng.standard_normal((w["batch"], w["sizes"][0])).astype(np.float32),
+            rng.integers(0, 10, w["batch"]),
+        )
+    if name == "cnn":
+        return (
+            rng.standard_normal((w["batch"], 1, 28, 28)).astype(np.float32),
+            rng.integers(0, 10, w["batch"]),
+        )
+    tokens = rng.integers(0, w["vocab"], (w["batch"], w["seq"] + 1))
+    return tokens[:, :-1], tokens[:, 1:]
+
+
+def build(m: Any, name: str) -> Any:
+    if name.startswith("mlp"):
+        return mlp_model(m, WORKLOADS[name]["sizes"])
+    return cnn_model(m) if name == "cnn" else gpt_model(m)
+
+
+def blas_info() -> str:
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return "threadpoolctl not installed"
+    return "; ".join(
+        f"{i.get('internal_api')} {i.get('version')} ({i.get('num_threads')} "
+        f"threads, {Path(i.get('filepath', '')).name})"
+        for i in threadpool_info()
+    )
+
+
+def numpy_threads() -> int | None:
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return None
+    for info in threadpool_info():
+        if info.get("user_api") == "blas" and "numpy" in info.get("filepath", ""):
+            return int(info["num_threads"])
+    return None
+
+
+def measure(
+    name: str, dev: str, steps: int, repeats: int, sync: Callable[[], Any]
+) -> tuple[str, float, float | None, float | None]:
+    """samples/s of one workload on the engine, PyTorch (when installed) and NumPy (MLPs)."""
+    batch = WORKLOADS[name]["batch"]
+    xh, yh = make_data(name, np.random.default_rng(0))
+    flatten = name == "gpt"
+    engine.manual_seed(0)
+    e_model = build(engine, name).to(dev)
+    ex, ey = engine.tensor(xh, device=dev), engine.tensor(yh, device=dev)
+    e_step = framework_step(engine, e_model, flatten)
+    e_rate = samples_per_s(lambda: e_step(ex, ey), batch, steps, repeats, sync)
+    t_rate = n_rate = None
+    if torch is not None:
+        torch.manual_seed(0)
+        t_model = build(torch, name).to(dev)
+        tx, ty = torch.tensor(xh, device=dev), torch.tensor(yh, device=dev)
+        t_step = framework_step(torch, t_model, flatten)
+        t_rate = samples_per_s(lambda: t_step(tx, ty), batch, steps, repeats, sync)
+    if name.startswith("mlp") and dev == "cpu":
+        np_model = NumpyMLP(WORKLOADS[name]["sizes"], np.random.default_rng(0))
+        n_rate = samples_per_s(lambda: np_model.step(xh, yh), batch, steps, repeats, sync)
+    print(
+        f"{name}: engine {e_rate:,.0f}/s"
+        + (f", torch {t_rate:,.0f}/s" if t_rate else "")
+        + (f", numpy {n_rate:,.0f}/s" if n_rate else ""),
+        file=sys.stderr,
+    )
+    return name, e_rate, t_rate, n_rate
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--workloads", default=",".join(WORKLOADS))
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--repeats", type=int, default=5)
+    args = p.parse_args()
+    names = args.workloads.split(",")
+    dev = args.device
+    threads = numpy_threads()
+    if torch is not None and threads:
+        torch.set_num_threads(threads)
+
+    def sync() -> None:
+        if dev == "cuda":
+            engine.cuda.synchronize()
+            if torch is not None:
+                torch.cuda.synchronize()
+
+    rows = [measure(name, dev, args.steps, args.repeats, sync) for name in names]
+
+    def fmt(v: float | None) -> str:
+        return "—" if v is None else f"{v:,.0f}"
+
+    print(f"## train.py --device {dev}, {datetime.date.today().isoformat()}\n")
+    print(
+        f"- Python {platform.python_version()}, NumPy {np.__version__}, "
+        f"torch {torch.__version__ if torch else 'not installed'}"
+        + (f" ({torch.get_num_threads()} threads)" if torch else "")
+        + f", {os.cpu_count()} cores"
+    )
+    print(f"- BLAS: {blas_info()}")
+    print(f"- AdamW; median of {args.repeats} runs of {args.steps} steps after 3 warm-up steps\n")
+    print(
+        "| workload | engine samples/s | torch samples/s | numpy step samples/s "
+        "| engine/torch | engine/numpy |"
+    )
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, e, t, n in rows:
+        print(
+            f"| {name} | {fmt(e)} | {fmt(t)} | {fmt(n)} | "
+            f"{'—' if not t else f'{e / t:.2f}'} | {'—' if not n else f'{e / n:.2f}'} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
