@@ -2,7 +2,7 @@
 # The one command to run on a GPU machine (NVIDIA GPU, CuPy, no network):
 #   1. installs what it lacks from wheels kept beside the tree (.whl/, see --fetch),
 #   2. runs the GPU tests (pytest -m gpu),
-#   3. runs the GPU benchmarks, engine beside PyTorch eager,
+#   3. runs the GPU benchmarks (per-op overhead, training steps), engine beside PyTorch,
 # each part under its own timeout, the whole under 6 minutes, printing as it goes.
 #
 #   scripts/gpu_check.sh            # on the GPU machine, from the repository root
@@ -61,16 +61,22 @@ except ImportError:
 PY
 
 status=0
-step "GPU tests (limit 150 s)"
-timeout 150 "$PY" -m pytest -q -m gpu -p no:cacheprovider tests 2>&1 | tee "$LOG/gpu-tests.txt"
+step "GPU tests (limit 120 s)"
+timeout 120 "$PY" -m pytest -q -m gpu -p no:cacheprovider tests 2>&1 | tee "$LOG/gpu-tests.txt"
 rc=${PIPESTATUS[0]}
 [ "$rc" -eq 0 ] || { echo "GPU tests failed (exit $rc)"; status=1; }
 
-step "GPU benchmarks: per-op overhead (limit 120 s)"
-timeout 120 "$PY" benchmarks/ops.py --device cuda --repeat 5 --number 1000 2>&1 \
+step "GPU benchmarks: per-op overhead (limit 45 s)"
+timeout 45 "$PY" benchmarks/ops.py --device cuda --repeat 5 --number 500 2>&1 \
     | tee "$LOG/bench-ops-cuda.md"
 rc=${PIPESTATUS[0]}
-[ "$rc" -eq 0 ] || { echo "benchmarks failed (exit $rc)"; status=1; }
+[ "$rc" -eq 0 ] || { echo "per-op benchmark failed (exit $rc)"; status=1; }
+
+step "GPU benchmarks: training steps beside PyTorch (limit 150 s)"
+timeout 150 "$PY" benchmarks/train.py --device cuda --steps 10 --repeats 3 2>&1 \
+    | tee "$LOG/bench-train-cuda.md"
+rc=${PIPESTATUS[0]}
+[ "$rc" -eq 0 ] || { echo "training benchmark failed (exit $rc)"; status=1; }
 
 step "done (exit $status)"
 exit $status
