@@ -97,7 +97,7 @@ def test_load_state_dict_copies_values_and_reports_keys() -> None:
     assert "fc1.bias" in result.missing_keys and "fc1.weight" not in result.missing_keys
     with pytest.raises(RuntimeError, match=r'Missing key\(s\).*"fc1.bias"'):
         dst.load_state_dict(partial)
-    with pytest.raises(RuntimeError, match="size mismatch for fc1.weight"):
+    with pytest.raises(RuntimeError, match=r"size mismatch for fc1\.weight"):
         dst.load_state_dict({**src.state_dict(), "fc1.weight": engine.zeros(2, 2)})
 
 
@@ -151,7 +151,7 @@ def test_registration_errors_are_clear() -> None:
         def __init__(self) -> None:
             self.w = nn.Parameter(engine.zeros(1))
 
-    with pytest.raises(AttributeError, match="before Module.__init__"):
+    with pytest.raises(AttributeError, match=r"before Module\.__init__"):
         Early()
     net = Net()
     with pytest.raises(TypeError, match="parameter 'weight'"):
