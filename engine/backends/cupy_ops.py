@@ -44,3 +44,9 @@ class CupyOps(ArrayOps):
 
     def synchronize(self) -> None:
         self.xp.cuda.get_current_stream().synchronize()
+
+    def erf(self, a: Any) -> Any:
+        import cupyx.scipy.special
+
+        x = a.astype(self.xp.float64)
+        return cupyx.scipy.special.erf(x).astype(a.dtype, copy=False)
