@@ -112,6 +112,10 @@ from engine.tensor import Tensor, bind_methods, wrap
 
 bind_methods()
 
+# The subpackages a PyTorch script reaches as attributes (torch.nn, torch.optim, ...);
+# imported after the core, which they build on.
+from engine import checkpoint, nn, optim, utils  # noqa: E402
+
 clip = clamp
 concat = cat
 
