@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
+import functools
+import os
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -39,49 +43,123 @@ class ArrayOps:
     def synchronize(self) -> None:
         """Wait for queued device work; the host runs NumPy eagerly."""
 
-    def erf(self, a: Any) -> Any:
-        """The error function elementwise, in a's dtype (NumPy has none of its own).
+    def erfc(self, a: Any) -> Any:
+        """The complementary error function elementwise, in a's dtype (NumPy has none).
 
-        W. J. Cody's rational approximations (Math. Comp. 1969, as in his CALERF), worked in
-        float64 whatever a's dtype: within 1e-15 of math.erf.
+        Consumers want erfc rather than erf: the normal CDF is 0.5 * erfc(-x / sqrt(2)),
+        which stays accurate in the far left tail where 1 + erf(x) cancels.
+        float64: W. J. Cody's rational approximations (Math. Comp. 1969, as in his CALERF),
+        within 1e-15 relative of the true value. Narrower floats: the Chebyshev fit of
+        Numerical Recipes' erfcc (fractional error 1.2e-7), evaluated in float32 with
+        in-place ufuncs, which is several times faster on large activations.
         """
-        x = np.asarray(a, dtype=np.float64)
-        y = np.abs(x)
+        a = np.asarray(a)
+        if a.dtype == np.float64:
+            return _erfc64(a)
+        x = np.ascontiguousarray(a, dtype=np.float32)
         out = np.empty_like(x)
-        small = y <= 0.46875
-        if small.any():
-            xs = x[small]
-            z = xs * xs
-            num, den = _ERF_A[4] * z, z
-            for i in range(3):
-                num = (num + _ERF_A[i]) * z
-                den = (den + _ERF_B[i]) * z
-            out[small] = xs * (num + _ERF_A[3]) / (den + _ERF_B[3])
-        big = ~small
-        if big.any():
-            yb = np.minimum(y[big], 27.0)  # erfc underflows to 0 well before 27
-            mid = yb <= 4.0
-            r = np.empty_like(yb)
-            ym = yb[mid]
-            num, den = _ERF_C[8] * ym, ym
-            for i in range(7):
-                num = (num + _ERF_C[i]) * ym
-                den = (den + _ERF_D[i]) * ym
-            r[mid] = (num + _ERF_C[7]) / (den + _ERF_D[7])
-            yt = yb[~mid]
-            z = 1.0 / (yt * yt)
-            num, den = _ERF_P[5] * z, z
-            for i in range(4):
-                num = (num + _ERF_P[i]) * z
-                den = (den + _ERF_Q[i]) * z
-            r[~mid] = (_INV_SQRT_PI - z * (num + _ERF_P[4]) / (den + _ERF_Q[4])) / yt
-            # exp(-y*y) split as exp(-t*t) * exp(-(y-t)(y+t)) with t = y rounded to 1/16,
-            # Cody's guard against the rounding error of squaring y.
-            t = np.trunc(yb * 16.0) / 16.0
-            erfc = np.exp(-t * t) * np.exp(-(yb - t) * (yb + t)) * r
-            out[big] = np.copysign(1.0 - erfc, x[big])
-        return out.astype(np.asarray(a).dtype, copy=False)
+        self.map_blocks(_erfc32, x, out)
+        return out.astype(a.dtype, copy=False)
 
+    def map_blocks(self, fn: Callable[..., None], *arrays: Any) -> None:
+        """fn(*blocks) over matching blocks of same-sized C-contiguous arrays, outputs
+        among them written in place by fn with ufuncs' out=.
+
+        A chain of NumPy ufuncs makes one pass over memory per ufunc; run on cache-sized
+        blocks instead, the passes hit cache, and the blocks spread over the cores (ufuncs
+        release the GIL, and BLAS's threads sit idle during elementwise work).
+        """
+        flat = [a.reshape(-1) for a in arrays]
+        n = flat[0].size
+        if n <= _BLOCK:
+            fn(*flat)
+            return
+        list(_pool().map(lambda i: fn(*(f[i : i + _BLOCK] for f in flat)), range(0, n, _BLOCK)))
+
+
+_BLOCK = 1 << 15
+
+
+@functools.cache
+def _pool() -> concurrent.futures.ThreadPoolExecutor:
+    return concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 1, "engine-elementwise")
+
+
+# A forked child (a DataLoader worker) inherits the pool object but not its threads.
+os.register_at_fork(after_in_child=_pool.cache_clear)
+
+
+def _erfc32(x: np.ndarray, out: np.ndarray) -> None:
+    z = np.abs(x)
+    t = z * np.float32(0.5)
+    t += np.float32(1.0)
+    np.reciprocal(t, out=t)
+    np.multiply(t, _ERFCC[-1], out=out)
+    for c in _ERFCC[-2:0:-1]:
+        out += c
+        out *= t
+    out += _ERFCC[0]
+    z *= z
+    out -= z
+    np.exp(out, out=out)
+    out *= t
+    np.subtract(np.float32(2.0), out, out=out, where=x < 0)  # erfc(-z) = 2 - erfc(z)
+
+
+def _erfc64(x: np.ndarray) -> np.ndarray:
+    y = np.abs(x)
+    out = np.empty_like(x)
+    small = y <= 0.46875
+    if small.any():
+        xs = x[small]
+        z = xs * xs
+        num, den = _ERF_A[4] * z, z
+        for i in range(3):
+            num = (num + _ERF_A[i]) * z
+            den = (den + _ERF_B[i]) * z
+        out[small] = 1.0 - xs * (num + _ERF_A[3]) / (den + _ERF_B[3])
+    big = ~small
+    if big.any():
+        yb = np.minimum(y[big], 27.0)  # erfc underflows to 0 well before 27
+        mid = yb <= 4.0
+        r = np.empty_like(yb)
+        ym = yb[mid]
+        num, den = _ERF_C[8] * ym, ym
+        for i in range(7):
+            num = (num + _ERF_C[i]) * ym
+            den = (den + _ERF_D[i]) * ym
+        r[mid] = (num + _ERF_C[7]) / (den + _ERF_D[7])
+        yt = yb[~mid]
+        z = 1.0 / (yt * yt)
+        num, den = _ERF_P[5] * z, z
+        for i in range(4):
+            num = (num + _ERF_P[i]) * z
+            den = (den + _ERF_Q[i]) * z
+        r[~mid] = (_INV_SQRT_PI - z * (num + _ERF_P[4]) / (den + _ERF_Q[4])) / yt
+        # exp(-y*y) split as exp(-t*t) * exp(-(y-t)(y+t)) with t = y rounded to 1/16,
+        # Cody's guard against the rounding error of squaring y.
+        t = np.trunc(yb * 16.0) / 16.0
+        erfc = np.exp(-t * t) * np.exp(-(yb - t) * (yb + t)) * r
+        out[big] = np.where(x[big] < 0, 2.0 - erfc, erfc)
+    return out
+
+
+# Numerical Recipes' erfcc: erfc(z) = t * exp(-z*z + sum(c[i] * t**i)), t = 1 / (1 + z/2).
+_ERFCC = tuple(
+    np.float32(c)
+    for c in (
+        -1.26551223,
+        1.00002368,
+        0.37409196,
+        0.09678418,
+        -0.18628806,
+        0.27886807,
+        -1.13520398,
+        1.48851587,
+        -0.82215223,
+        0.17087277,
+    )
+)
 
 # Cody's coefficients: erf on |x| <= 0.46875 (A/B), erfc on (0.46875, 4] (C/D) and beyond (P/Q).
 _ERF_A = (

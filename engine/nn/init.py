@@ -144,13 +144,13 @@ def _truncated_standard(gen: Generator, n: int, lo: float, hi: float) -> np.ndar
     flip = lo > 0
     if flip:
         lo, hi = -hi, -lo
-    erf = CPU_OPS.erf
-    c_lo, c_hi = (0.5 * (1 + math.erf(v / math.sqrt(2))) for v in (lo, hi))
+    erfc = CPU_OPS.erfc
+    c_lo, c_hi = (0.5 * math.erfc(-v / math.sqrt(2)) for v in (lo, hi))
     u = c_lo + (c_hi - c_lo) * gen.uniform((n,), dtypes.float64)
     left, right = np.full(n, lo), np.full(n, hi)
     for _ in range(60):  # each halves the bracket: 60 reach float64's resolution
         mid = 0.5 * (left + right)
-        below = 0.5 * (1 + erf(mid / math.sqrt(2))) < u
+        below = 0.5 * erfc(mid / -math.sqrt(2)) < u
         left = np.where(below, mid, left)
         right = np.where(below, right, mid)
     z = 0.5 * (left + right)

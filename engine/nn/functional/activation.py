@@ -48,6 +48,23 @@ def log_softmax(
     return reduce.log_softmax(input, dim, dtype)
 
 
+def _gelu_from_erfc(x: Any, aux: Any, y: Any) -> None:
+    """aux: erfc(-x/sqrt 2) in, the normal CDF out (exact in both tails); y = x * CDF."""
+    np.multiply(aux, 0.5, out=aux)
+    np.multiply(x, aux, out=y)
+
+
+def _gelu_grad(g: Any, x: Any, cdf: Any, gx: Any) -> None:
+    """gx = g * (CDF(x) + x * pdf(x)), written as ufuncs with out= for map_blocks."""
+    np.multiply(x, x, out=gx)
+    np.multiply(gx, -0.5, out=gx)
+    np.exp(gx, out=gx)
+    np.multiply(gx, _INV_SQRT_2PI, out=gx)
+    np.multiply(gx, x, out=gx)
+    np.add(gx, cdf, out=gx)
+    np.multiply(gx, g, out=gx)
+
+
 class GeluBackward(Node):
     def backward(self, gy: Any) -> tuple[Any]:
         x, cdf = self.saved  # type: ignore[misc]
@@ -56,9 +73,11 @@ class GeluBackward(Node):
         if self.approximate:  # cdf holds tanh(k(x + c x^3)) here
             t = cdf
             d = 0.5 * (1 + t) + (0.5 * x) * (1 - t * t) * (_TANH_K * (1 + 3 * _TANH_C * x * x))
-        else:
-            d = cdf + x * (xp.exp(-0.5 * x * x) * _INV_SQRT_2PI)
-        return (narrow(g * d, gy.dtype),)
+            return (narrow(g * d, gy.dtype),)
+        g = xp.ascontiguousarray(g)
+        gx = xp.empty_like(g)
+        self.ops.map_blocks(_gelu_grad, g, x, cdf, gx)
+        return (narrow(gx, gy.dtype),)
 
 
 def gelu(input: Tensor, approximate: str = "none") -> Tensor:
@@ -72,13 +91,15 @@ def gelu(input: Tensor, approximate: str = "none") -> Tensor:
         aux = ops.xp.tanh(_TANH_K * (x + _TANH_C * (x * x * x)))
         y = 0.5 * x * (1 + aux)
     else:
-        aux = 0.5 * (1 + ops.erf(x * _INV_SQRT2))
-        y = x * aux
+        x = ops.xp.ascontiguousarray(x)
+        aux = ops.erfc(x * -_INV_SQRT2)
+        y = ops.xp.empty_like(aux)
+        ops.map_blocks(_gelu_from_erfc, x, aux, y)
     out = wrap(narrow(y, xd.dtype), input._device)
     if input._rg and _gm.enabled:
         node = GeluBackward()
         node.saved = (x, aux)
-        node.xp = ops.xp
+        node.xp, node.ops = ops.xp, ops
         node.approximate = approximate == "tanh"
         save_versions(node, input)
         record(node, out, input)
