@@ -48,21 +48,16 @@ def log_softmax(
     return reduce.log_softmax(input, dim, dtype)
 
 
-def _gelu_from_erfc(x: Any, aux: Any, y: Any) -> None:
-    """aux: erfc(-x/sqrt 2) in, the normal CDF out (exact in both tails); y = x * CDF."""
-    np.multiply(aux, 0.5, out=aux)
-    np.multiply(x, aux, out=y)
-
-
-def _gelu_grad(g: Any, x: Any, cdf: Any, gx: Any) -> None:
-    """gx = g * (CDF(x) + x * pdf(x)), written as ufuncs with out= for map_blocks."""
-    np.multiply(x, x, out=gx)
-    np.multiply(gx, -0.5, out=gx)
-    np.exp(gx, out=gx)
-    np.multiply(gx, _INV_SQRT_2PI, out=gx)
-    np.multiply(gx, x, out=gx)
-    np.add(gx, cdf, out=gx)
-    np.multiply(gx, g, out=gx)
+def _gelu_grad(xp: Any, g: Any, x: Any, cdf: Any) -> Any:
+    """g * (CDF(x) + x * pdf(x)), in place in one buffer: no temporaries."""
+    gx = xp.multiply(x, x)
+    gx *= -0.5
+    xp.exp(gx, out=gx)
+    gx *= _INV_SQRT_2PI
+    gx *= x
+    gx += cdf
+    gx *= g
+    return gx
 
 
 class GeluBackward(Node):
@@ -74,10 +69,7 @@ class GeluBackward(Node):
             t = cdf
             d = 0.5 * (1 + t) + (0.5 * x) * (1 - t * t) * (_TANH_K * (1 + 3 * _TANH_C * x * x))
             return (narrow(g * d, gy.dtype),)
-        g = xp.ascontiguousarray(g)
-        gx = xp.empty_like(g)
-        self.ops.map_blocks(_gelu_grad, g, x, cdf, gx)
-        return (narrow(gx, gy.dtype),)
+        return (narrow(_gelu_grad(xp, g, x, cdf), gy.dtype),)
 
 
 def gelu(input: Tensor, approximate: str = "none") -> Tensor:
@@ -91,15 +83,13 @@ def gelu(input: Tensor, approximate: str = "none") -> Tensor:
         aux = ops.xp.tanh(_TANH_K * (x + _TANH_C * (x * x * x)))
         y = 0.5 * x * (1 + aux)
     else:
-        x = ops.xp.ascontiguousarray(x)
-        aux = ops.erfc(x * -_INV_SQRT2)
-        y = ops.xp.empty_like(aux)
-        ops.map_blocks(_gelu_from_erfc, x, aux, y)
+        aux = ops.normal_cdf(x)
+        y = x * aux
     out = wrap(narrow(y, xd.dtype), input._device)
     if input._rg and _gm.enabled:
         node = GeluBackward()
         node.saved = (x, aux)
-        node.xp, node.ops = ops.xp, ops
+        node.xp = ops.xp
         node.approximate = approximate == "tanh"
         save_versions(node, input)
         record(node, out, input)
