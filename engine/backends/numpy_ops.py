@@ -75,11 +75,12 @@ def _normal_cdf32(x: np.ndarray, out: np.ndarray) -> None:
     np.clip(s, -_PHI_HALF, _PHI_TOP, out=s)
     whole = np.floor(s)
     s -= whole
-    i = whole.astype(np.int32)
+    i = whole.astype(np.intp)
     i += _PHI_OFFSET
-    np.take(_PHI_SLOPE, i, out=out)
+    # mode="wrap": the clip above keeps i in range, and the default mode="raise" buffers out
+    np.take(_PHI_SLOPE, i, out=out, mode="wrap")
     out *= s
-    out += np.take(_PHI, i)
+    out += np.take(_PHI, i, mode="wrap")
 
 
 def _erfc64(x: np.ndarray) -> np.ndarray:
