@@ -18,10 +18,14 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.metadata
+import importlib.util
 import itertools
+import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -34,10 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import engine
 
-try:
-    import torch
-except ImportError:
-    torch = None
+# PyTorch is imported only in the child process that measures it (see measure()).
+HAVE_TORCH = importlib.util.find_spec("torch") is not None
 
 LR = 1e-3
 BETAS = (0.9, 0.999)
@@ -260,35 +262,63 @@ def numpy_threads() -> int | None:
     return None
 
 
-def measure(
-    name: str, dev: str, steps: int, repeats: int, sync: Callable[[], Any]
-) -> tuple[str, float, float | None, float | None]:
-    """samples/s of one workload on the engine, PyTorch (when installed) and NumPy (MLPs)."""
+def measure_side(side: str, name: str, dev: str, steps: int, repeats: int) -> float:
+    """samples/s of one workload on one side, in this process."""
     batch = WORKLOADS[name]["batch"]
     xh, yh = make_data(name, np.random.default_rng(0))
-    flatten = name == "gpt"
-    engine.manual_seed(0)
-    e_model = build(engine, name).to(dev)
-    ex, ey = engine.tensor(xh, device=dev), engine.tensor(yh, device=dev)
-    e_step = framework_step(engine, e_model, flatten)
-    e_rate = samples_per_s(lambda: e_step(ex, ey), batch, steps, repeats, sync)
-    t_rate = n_rate = None
-    if torch is not None:
-        torch.manual_seed(0)
-        t_model = build(torch, name).to(dev)
-        tx, ty = torch.tensor(xh, device=dev), torch.tensor(yh, device=dev)
-        t_step = framework_step(torch, t_model, flatten)
-        t_rate = samples_per_s(lambda: t_step(tx, ty), batch, steps, repeats, sync)
-    if name.startswith("mlp") and dev == "cpu":
+    if side == "numpy":
         np_model = NumpyMLP(WORKLOADS[name]["sizes"], np.random.default_rng(0))
-        n_rate = samples_per_s(lambda: np_model.step(xh, yh), batch, steps, repeats, sync)
-    print(
-        f"{name}: engine {e_rate:,.0f}/s"
-        + (f", torch {t_rate:,.0f}/s" if t_rate else "")
-        + (f", numpy {n_rate:,.0f}/s" if n_rate else ""),
-        file=sys.stderr,
-    )
-    return name, e_rate, t_rate, n_rate
+        return samples_per_s(lambda: np_model.step(xh, yh), batch, steps, repeats, lambda: None)
+    if side == "torch":
+        import torch
+
+        threads = numpy_threads()
+        if threads:
+            torch.set_num_threads(threads)  # the same thread count as NumPy's BLAS
+        m: Any = torch
+    else:
+        m = engine
+    m.manual_seed(0)
+    model = build(m, name).to(dev)
+    x, y = m.tensor(xh, device=dev), m.tensor(yh, device=dev)
+    step = framework_step(m, model, flatten_logits=name == "gpt")
+
+    def sync() -> None:
+        if dev == "cuda":
+            m.cuda.synchronize()
+
+    return samples_per_s(lambda: step(x, y), batch, steps, repeats, sync)
+
+
+def measure(name: str, args: argparse.Namespace) -> tuple[str, float, float | None, float | None]:
+    """Each side in a process of its own: loading PyTorch's OpenMP and MKL beside NumPy's
+    OpenBLAS slows whichever runs in the same process (measured: the engine's gpt
+    backward 240 -> 300 ms once torch was imported)."""
+    sides = ["engine"]
+    if HAVE_TORCH:
+        sides.append("torch")
+    if name.startswith("mlp") and args.device == "cpu":
+        sides.append("numpy")
+    rates: dict[str, float] = {}
+    for side in sides:
+        cmd = [
+            sys.executable,
+            __file__,
+            "--side",
+            side,
+            "--workloads",
+            name,
+            "--device",
+            args.device,
+            "--steps",
+            str(args.steps),
+            "--repeats",
+            str(args.repeats),
+        ]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        rates[side] = json.loads(out.strip().splitlines()[-1])["samples_per_s"]
+    print(f"{name}: " + ", ".join(f"{k} {v:,.0f}/s" for k, v in rates.items()), file=sys.stderr)
+    return name, rates["engine"], rates.get("torch"), rates.get("numpy")
 
 
 def main() -> None:
@@ -297,20 +327,15 @@ def main() -> None:
     p.add_argument("--workloads", default=",".join(WORKLOADS))
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--side", choices=["engine", "torch", "numpy"], help=argparse.SUPPRESS)
     args = p.parse_args()
     names = args.workloads.split(",")
     dev = args.device
-    threads = numpy_threads()
-    if torch is not None and threads:
-        torch.set_num_threads(threads)
-
-    def sync() -> None:
-        if dev == "cuda":
-            engine.cuda.synchronize()
-            if torch is not None:
-                torch.cuda.synchronize()
-
-    rows = [measure(name, dev, args.steps, args.repeats, sync) for name in names]
+    if args.side:  # a child run: one side, one workload, the rate as JSON
+        rate = measure_side(args.side, names[0], dev, args.steps, args.repeats)
+        print(json.dumps({"samples_per_s": rate}))
+        return
+    rows = [measure(name, args) for name in names]
 
     def fmt(v: float | None) -> str:
         return "—" if v is None else f"{v:,.0f}"
@@ -318,9 +343,9 @@ def main() -> None:
     print(f"## train.py --device {dev}, {datetime.date.today().isoformat()}\n")
     print(
         f"- Python {platform.python_version()}, NumPy {np.__version__}, "
-        f"torch {torch.__version__ if torch else 'not installed'}"
-        + (f" ({torch.get_num_threads()} threads)" if torch else "")
-        + f", {os.cpu_count()} cores"
+        f"torch {importlib.metadata.version('torch') if HAVE_TORCH else 'not installed'} "
+        f"(threads set to NumPy's BLAS count: {numpy_threads()}), {os.cpu_count()} cores; "
+        "each side in its own process"
     )
     print(f"- BLAS: {blas_info()}")
     print(f"- AdamW; median of {args.repeats} runs of {args.steps} steps after 3 warm-up steps\n")
