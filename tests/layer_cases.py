@@ -61,6 +61,11 @@ CASES = [
         (2, 4, 9, 8),
     ),
     C("conv_same", lambda nn: nn.Conv2d(3, 4, 4, padding="same", dilation=1), (2, 3, 6, 7)),
+    C(
+        "conv_dilated_groups",
+        lambda nn: nn.Conv2d(4, 6, (3, 2), padding=(2, 1), dilation=(2, 3), groups=2),
+        (2, 4, 7, 6),
+    ),
     C("conv_valid_unbatched", lambda nn: nn.Conv2d(3, 2, 2, padding="valid"), (3, 5, 5)),
     C(
         "conv_reflect",
