@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from engine.optim.optimizer import Optimizer, bump, check_lr, step_tensor, zeros_state
+from engine.tensor import wrap
 
 
 class Adam(Optimizer):
@@ -65,74 +66,182 @@ class Adam(Optimizer):
         super().__init__(params, defaults)
 
     def _step_group(self, group: dict[str, Any]) -> None:
-        lr = group["lr"]
-        beta1, beta2 = group["betas"]
-        eps = group["eps"]
-        weight_decay = group["weight_decay"]
-        amsgrad = group["amsgrad"]
-        maximize = group["maximize"]
-        decoupled = group["decoupled_weight_decay"]
-        # PyTorch's lerp takes its weight in float32 and, for weights of 0.5 and more,
-        # interpolates from the far end for accuracy.
-        w = np.float32(1 - beta1)
-        small = abs(w) < 0.5
-        one_minus_w = float(np.float32(1) - w)
-        state_of = self.state
-        for p in group["params"]:
-            grad_t = p.grad
-            if grad_t is None:
-                continue
+        params = [p for p in group["params"] if p.grad is not None]
+        if not params:
+            return
+        c = _Consts(group)
+        for p in params:
+            if not self.state[p]:
+                self.state[p].update(
+                    step=step_tensor(),
+                    exp_avg=zeros_state(p),
+                    exp_avg_sq=zeros_state(p),
+                    **({"max_exp_avg_sq": zeros_state(p)} if c.amsgrad else {}),
+                )
+        if len(params) > 1 and self._flat_step(group, params, c):
+            return
+        for p in params:
+            state = self.state[p]
+            step = _advance(state)
             dev = p._device
             xp = dev.xp
             param = p._data
-            state = state_of[p]
-            if not state:
-                state["step"] = step_tensor()
-                state["exp_avg"] = zeros_state(p)
-                state["exp_avg_sq"] = zeros_state(p)
-                if amsgrad:
-                    state["max_exp_avg_sq"] = zeros_state(p)
-            step_arr = state["step"]._data
-            step_arr += 1
-            step = float(step_arr)
-            if weight_decay != 0 and decoupled:
-                xp.multiply(param, 1 - lr * weight_decay, out=param)
-                g = self._grad(param, grad_t._data, dev, 0, maximize)
+            if c.weight_decay != 0 and c.decoupled:
+                xp.multiply(param, 1 - c.lr * c.weight_decay, out=param)
+                g = self._grad(param, p.grad._data, dev, 0, c.maximize)
             else:
-                g = self._grad(param, grad_t._data, dev, weight_decay, maximize)
-            exp_avg = state["exp_avg"]._data
-            exp_avg_sq = state["exp_avg_sq"]._data
-            t = self._buffer(1, param, dev)
-            xp.subtract(g, exp_avg, out=t)
-            if small:
-                xp.multiply(t, w, out=t)
-                xp.add(exp_avg, t, out=exp_avg)
-            else:
-                xp.multiply(t, one_minus_w, out=t)
-                xp.subtract(g, t, out=exp_avg)
-            xp.multiply(exp_avg_sq, beta2, out=exp_avg_sq)
-            xp.multiply(g, 1 - beta2, out=t)
-            xp.multiply(t, g, out=t)
-            xp.add(exp_avg_sq, t, out=exp_avg_sq)
-
-            bias_correction1 = 1 - beta1**step
-            bias_correction2_sqrt = (1 - beta2**step) ** 0.5
-            step_size = lr / bias_correction1
-            if amsgrad:
-                source = state["max_exp_avg_sq"]._data
-                xp.maximum(source, exp_avg_sq, out=source)
-            else:
-                source = exp_avg_sq
-            denom = t
-            xp.sqrt(source, out=denom)
-            xp.divide(denom, bias_correction2_sqrt, out=denom)
-            xp.add(denom, eps, out=denom)
-            # g is dead here, so slot 0 may hold the update even when g lives in it.
-            update = self._buffer(0, param, dev)
-            xp.multiply(exp_avg, -step_size, out=update)
-            xp.divide(update, denom, out=update)
+                g = self._grad(param, p.grad._data, dev, c.weight_decay, c.maximize)
+            update = _moments_and_update(
+                xp,
+                c,
+                step,
+                g,
+                state["exp_avg"]._data,
+                state["exp_avg_sq"]._data,
+                state["max_exp_avg_sq"]._data if c.amsgrad else None,
+                self._buffer(1, param, dev),
+                self._buffer(0, param, dev),
+            )
             xp.add(param, update, out=param)
             bump(p)
+
+    def _flat_step(self, group: dict[str, Any], params: list[Any], c: _Consts) -> bool:
+        """The same update over the whole group at once, in flat buffers whose
+        per-parameter views are the state tensors: a dozen ufunc calls for the model
+        instead of a dozen per parameter, which is what decides small models. False when
+        the group does not allow it (mixed devices or dtypes, parameters at different
+        steps); the per-parameter loop then runs."""
+        dev, dtype = params[0]._device, params[0]._data.dtype
+        if any(p._device is not dev or p._data.dtype != dtype for p in params):
+            return False
+        states = [self.state[p] for p in params]
+        if len({float(s["step"]._data) for s in states}) != 1:
+            return False
+        names = (
+            ("exp_avg", "exp_avg_sq", "max_exp_avg_sq") if c.amsgrad else ("exp_avg", "exp_avg_sq")
+        )
+        flats = [self._flat_buffer(params, states, name, dev) for name in names]
+        xp = dev.xp
+        step = 0.0
+        for s in states:
+            step = _advance(s)
+        g = xp.concatenate([p.grad._data.reshape(-1) for p in params])
+        if c.maximize:
+            xp.negative(g, out=g)
+        if c.weight_decay != 0:
+            if c.decoupled:
+                for p in params:
+                    xp.multiply(p._data, 1 - c.lr * c.weight_decay, out=p._data)
+            else:
+                decay = xp.concatenate([p._data.reshape(-1) for p in params])
+                xp.multiply(decay, c.weight_decay, out=decay)
+                xp.add(decay, g, out=g)  # g is already negated when maximizing
+        update = _moments_and_update(
+            xp,
+            c,
+            step,
+            g,
+            flats[0],
+            flats[1],
+            flats[2] if c.amsgrad else None,
+            self._buffer(1, g, dev),
+            g,
+        )
+        start = 0
+        for p in params:
+            n = p._data.size
+            xp.add(p._data, update[start : start + n].reshape(p._data.shape), out=p._data)
+            bump(p)
+            start += n
+        return True
+
+    def _flat_buffer(
+        self, params: list[Any], states: list[dict[str, Any]], name: str, dev: Any
+    ) -> Any:
+        """The flat array behind every parameter's `state[name]`, made (values copied in)
+        on first use or when a state tensor is no longer a view of it (load_state_dict)."""
+        views = [s[name]._data for s in states]
+        flat = views[0].base
+        if (
+            flat is not None
+            and flat.ndim == 1
+            and flat.size == sum(v.size for v in views)
+            and all(v.base is flat for v in views)
+        ):
+            return flat
+        flat = dev.xp.concatenate([v.reshape(-1) for v in views])
+        start = 0
+        for p, s in zip(params, states, strict=True):
+            n = p._data.size
+            s[name] = wrap(flat[start : start + n].reshape(p._data.shape), dev)
+            start += n
+        return flat
+
+
+class _Consts:
+    """A group's options, read once per step."""
+
+    def __init__(self, group: dict[str, Any]) -> None:
+        self.lr = group["lr"]
+        self.beta1, self.beta2 = group["betas"]
+        self.eps = group["eps"]
+        self.weight_decay = group["weight_decay"]
+        self.amsgrad = group["amsgrad"]
+        self.maximize = group["maximize"]
+        self.decoupled = group["decoupled_weight_decay"]
+        # PyTorch's lerp takes its weight in float32 and, for weights of 0.5 and more,
+        # interpolates from the far end for accuracy.
+        self.w = np.float32(1 - self.beta1)
+        self.small = abs(self.w) < 0.5
+        self.one_minus_w = float(np.float32(1) - self.w)
+
+
+def _advance(state: dict[str, Any]) -> float:
+    step_arr = state["step"]._data
+    step_arr += 1
+    return float(step_arr)
+
+
+def _moments_and_update(
+    xp: Any,
+    c: _Consts,
+    step: float,
+    g: Any,
+    exp_avg: Any,
+    exp_avg_sq: Any,
+    max_sq: Any,
+    t: Any,
+    out: Any,
+) -> Any:
+    """Update the moments in place and return `-lr/bc1 * exp_avg / denom` in `out`, op for
+    op as PyTorch's single-tensor Adam (t is scratch; out may be g's own buffer)."""
+    xp.subtract(g, exp_avg, out=t)
+    if c.small:
+        xp.multiply(t, c.w, out=t)
+        xp.add(exp_avg, t, out=exp_avg)
+    else:
+        xp.multiply(t, c.one_minus_w, out=t)
+        xp.subtract(g, t, out=exp_avg)
+    xp.multiply(exp_avg_sq, c.beta2, out=exp_avg_sq)
+    xp.multiply(g, 1 - c.beta2, out=t)
+    xp.multiply(t, g, out=t)
+    xp.add(exp_avg_sq, t, out=exp_avg_sq)
+    bias_correction1 = 1 - c.beta1**step
+    bias_correction2_sqrt = (1 - c.beta2**step) ** 0.5
+    step_size = c.lr / bias_correction1
+    if max_sq is not None:
+        xp.maximum(max_sq, exp_avg_sq, out=max_sq)
+        source = max_sq
+    else:
+        source = exp_avg_sq
+    denom = t
+    xp.sqrt(source, out=denom)
+    xp.divide(denom, bias_correction2_sqrt, out=denom)
+    xp.add(denom, c.eps, out=denom)
+    # g is dead here, so `out` may hold the update even when g lives in it.
+    xp.multiply(exp_avg, -step_size, out=out)
+    xp.divide(out, denom, out=out)
+    return out
 
 
 class AdamW(Adam):
