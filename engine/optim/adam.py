@@ -78,7 +78,10 @@ class Adam(Optimizer):
                     exp_avg_sq=zeros_state(p),
                     **({"max_exp_avg_sq": zeros_state(p)} if c.amsgrad else {}),
                 )
-        if len(params) > 1 and self._flat_step(group, params, c):
+        # Flat only where per-call overhead dominates: for big tensors concatenating the
+        # gradients is an extra pass over memory that the loop does not make.
+        small = sum(p._data.size for p in params) <= _FLAT_MAX
+        if len(params) > 1 and small and self._flat_step(group, params, c):
             return
         for p in params:
             state = self.state[p]
@@ -176,6 +179,9 @@ class Adam(Optimizer):
             s[name] = wrap(flat[start : start + n].reshape(p._data.shape), dev)
             start += n
         return flat
+
+
+_FLAT_MAX = 1 << 20
 
 
 class _Consts:
