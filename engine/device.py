@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from engine.backends.host_memory import tune_malloc
 from engine.backends.numpy_ops import ArrayOps
 
 
@@ -92,6 +93,7 @@ def _load_backend(d: device) -> ArrayOps:
 
 CPU = device("cpu")
 CPU._ops = ArrayOps()
+tune_malloc()
 
 
 def resolve(spec: str | int | device | None) -> device:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import inspect
 import subprocess
 import sys
+from typing import Any
 
 import numpy as np
 import pytest
@@ -63,6 +64,7 @@ def test_engine_works_when_cupy_is_not_installed() -> None:
     # A None entry in sys.modules makes `import cupy` raise ImportError, as if not installed.
     code = """
 import sys
+from typing import Any
 sys.modules["cupy"] = None
 import engine
 assert engine.cuda.is_available() is False
@@ -184,3 +186,11 @@ def test_cupy_arrays_become_cuda_tensors() -> None:
     a[0, 0] = 7
     assert copied.dtype is engine.float64 and copied.tolist()[0][0] == 0.0
     assert shared.tolist()[0][0] == 7.0
+
+
+def test_host_allocator_tuning_applies_here_and_can_be_switched_off(monkeypatch: Any) -> None:
+    from engine.backends.host_memory import tune_malloc
+
+    assert tune_malloc()  # this machine runs glibc: every mallopt call must be accepted
+    monkeypatch.setenv("DESCENT_MALLOC_TUNING", "0")
+    assert not tune_malloc()
