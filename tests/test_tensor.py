@@ -397,6 +397,17 @@ def test_promotion_values() -> None:
     assert engine.clamp(engine.tensor([1, 5]), max=2.5).tolist() == [1.0, 2.5]
 
 
+def test_bool_tensor_plus_bool_scalar_stays_bool() -> None:
+    # found by tests/test_fuzz.py: add turned the scalar True into 1 (True * alpha) and gave
+    # int64 [2, 1]; PyTorch's bool + bool is bool (a logical or)
+    mask = engine.tensor([True, False])
+    for out in (mask + True, True + mask, mask.add(True)):
+        assert out.dtype is engine.bool_
+        assert out.tolist() == [True, True]
+    assert (mask + False).tolist() == [True, False]
+    assert (mask + 2).dtype is engine.int64
+
+
 def test_set_default_dtype_changes_promotion_with_float_scalars() -> None:
     engine.set_default_dtype(engine.float64)
     try:

@@ -80,7 +80,8 @@ def add(a: Tensor, b: Any, *, alpha: Any = 1, _op: str = "add") -> Tensor:
     if type(b) is not Tensor or a._data.dtype is not b._data.dtype or a._device is not b._device:
         a, b = _coerce(_op, a, b)
         if not isinstance(b, Tensor):
-            return _add_scalar(a, b * alpha, _op)
+            # b * 1 would turn a bool scalar into an int (bool tensor + True is bool)
+            return _add_scalar(a, b if alpha == 1 else b * alpha, _op)
     ad, bd = a._data, b._data
     try:
         out = wrap(ad + bd if alpha == 1 else ad + bd * alpha, a._device)
