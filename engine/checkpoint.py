@@ -195,6 +195,8 @@ def load_checkpoint(path: str | os.PathLike[str], device: Any = None) -> Checkpo
         ) from None
     if not isinstance(doc, dict) or not isinstance(doc.get("model_keys"), list):
         raise CheckpointError(f"{path} is not a valid checkpoint: metadata lacks model_keys")
+    if not all(isinstance(k, str) for k in doc["model_keys"]):  # a list there is unhashable
+        raise CheckpointError(f"{path} is not a valid checkpoint: model_keys holds a non-string")
     version = doc.get("format_version")
     if version != FORMAT_VERSION:
         raise CheckpointError(

@@ -189,9 +189,9 @@ def test_cupy_arrays_become_cuda_tensors() -> None:
 
 
 def test_host_allocator_tuning_applies_here_and_can_be_switched_off(monkeypatch: Any) -> None:
-    from engine.backends.host_memory import tune_malloc
-
     import platform
+
+    from engine.backends.host_memory import tune_malloc
 
     # on glibc every mallopt call must be accepted; elsewhere there is nothing to tune
     assert tune_malloc() == (platform.libc_ver()[0] == "glibc")

@@ -426,6 +426,24 @@ def test_load_checkpoint_reports_bad_checkpoint_metadata(tmp_path: Path) -> None
             load_checkpoint(path)
 
 
+def test_load_checkpoint_refuses_model_keys_that_are_not_strings(tmp_path: Path) -> None:
+    # found by tests/test_fuzz.py: a list or dict among model_keys raised TypeError
+    # (unhashable type) instead of CheckpointError
+    path = tmp_path / "ck.safetensors"
+    save_checkpoint(Checkpoint(model_state_dict={"w": engine.ones(2)}), path)
+    blob = path.read_bytes()
+    (n,) = struct.unpack("<Q", blob[:8])
+    header = json.loads(blob[8 : 8 + n])
+    text = header["__metadata__"]["descent.checkpoint"]
+    for key in ("[]", '{"w": 1}', "3"):
+        doc = text.replace('"model_keys": ["w"]', f'"model_keys": ["w", {key}]')
+        assert doc != text
+        header["__metadata__"]["descent.checkpoint"] = doc
+        path.write_bytes(_raw(header, blob[8 + n :]))
+        with pytest.raises(CheckpointError, match="model_keys"):
+            load_checkpoint(path)
+
+
 def test_rng_state_restored_from_a_checkpoint_gives_the_same_draws(tmp_path: Path) -> None:
     engine.manual_seed(123)
     engine.randn(17)  # somewhere in the middle of the stream

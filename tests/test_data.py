@@ -357,6 +357,19 @@ def test_worker_exception_is_reraised_with_its_traceback():
     assert multiprocessing.active_children() == []
 
 
+def test_workers_exit_once_a_worker_error_is_handled_without_a_gc_run():
+    # found by tests/test_fuzz.py: reraise's local `err` and err's traceback made a cycle
+    # that kept the iterator, and so its worker processes, alive until the next gc run
+    loader = DataLoader(Failing(), batch_size=2, num_workers=2)
+    gc.disable()
+    try:
+        with pytest.raises(ValueError, match="bad item 5"):
+            list(loader)
+        assert multiprocessing.active_children() == []
+    finally:
+        gc.enable()
+
+
 def test_killed_worker_raises_instead_of_hanging():
     loader = DataLoader(KillsWorker(), batch_size=2, num_workers=2)
     start = time.monotonic()

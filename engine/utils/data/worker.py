@@ -133,7 +133,12 @@ def reraise(exc_type: type[BaseException], msg: str) -> None:
         err = exc_type(msg)
     except Exception:  # an exception type that wants other arguments
         err = RuntimeError(msg)
-    raise err
+    try:
+        raise err
+    finally:
+        # `err` in this frame, which err's traceback holds, would make a reference cycle that
+        # keeps the iterator (and so its worker processes) alive until the next gc run
+        del err
 
 
 @dataclass
