@@ -116,6 +116,11 @@ bind_methods()
 # imported after the core, which they build on.
 from engine import checkpoint, nn, optim, utils  # noqa: E402
 
+# isort: split
+# torch.amp and torch.autocast's names, after nn: autocast covers the ops of both.
+from engine import amp  # noqa: E402
+from engine.amp import autocast, get_autocast_dtype, is_autocast_enabled  # noqa: E402
+
 clip = clamp
 concat = cat
 

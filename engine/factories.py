@@ -283,9 +283,8 @@ def _random(
     d = _dtype(dtype)
     if not d.is_floating_point:
         raise TypeError(f"{op}: needs a floating-point dtype, got {d}")
-    gen = generator_or_default(generator)
-    host = gen.uniform(shape, d) if draw == "uniform" else gen.normal(shape, d)
-    arr, dev = _place(host, device)
+    dev = resolve(device)
+    arr = dev.ops.random(generator_or_default(generator), draw, shape, d, 0.0, 1.0)
     return _finish(arr, dev, requires_grad)
 
 

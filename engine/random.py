@@ -4,8 +4,9 @@ The engine's own stream (not PyTorch's): NumPy's PCG64 seeded through SeedSequen
 which gives the same numbers for the same seed on every machine. Draws are made in
 float32 (float64 only for float64 tensors), never drawn wide and cast down; uniform
 draws for float16/bfloat16 are multiples of 2**-11 / 2**-8 below 1, as PyTorch's. A draw for
-a CUDA tensor is made by the same generator on the host and copied over, so cpu and
-cuda give the same numbers for now.
+a CUDA tensor (rand, randn, dropout masks) is made on the device from a counter-based
+stream of the same generator (`Generator.device_draw`), seeded by the same seed but not
+the same numbers as the host stream.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class Generator:
     def manual_seed(self, seed: int) -> Generator:
         self._seed = int(seed)
         self._rng = np.random.Generator(np.random.PCG64(self._seed & _MASK64))
+        self._device_draws = 0
         return self
 
     def seed(self) -> int:
@@ -68,6 +70,15 @@ class Generator:
             "uinteger": w[5],
         }
         return self
+
+    def device_draw(self) -> tuple[int, int]:
+        """(key, counter) of the next draw made on a GPU: the seed and how many GPU draws
+        came before since it was set. A GPU draw is Philox4x32-10 of (element, counter)
+        under that key, computed on the device, so it never waits on or copies from the
+        host; the host stream above is left as it was."""
+        n = self._device_draws
+        self._device_draws += 1
+        return self._seed & _MASK64, n
 
     # draws, as host arrays of the requested dtype ------------------------------------------
     def uniform(

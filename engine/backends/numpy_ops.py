@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+
+from engine.dtypes import float32 as _FLOAT32
 
 _NO_CONTEXT = contextlib.nullcontext()  # reusable: it holds no state
 
@@ -66,7 +69,206 @@ class ArrayOps:
             _normal_cdf32(x[i : i + _BLOCK], out[i : i + _BLOCK])
         return out.reshape(a.shape).astype(a.dtype, copy=False)
 
+    # ---- fused ops: the generic maths here, one CUDA kernel each in CupyOps ------------------
+    def adam_update(
+        self,
+        params: list[Any],
+        grads: list[Any],
+        exp_avg: Any,
+        exp_avg_sq: Any,
+        max_exp_avg_sq: Any,
+        c: Any,
+        step: float,
+        scratch: Callable[[Any], Any],
+    ) -> None:
+        """One Adam/AdamW step of a parameter group, in place: `params` and `grads` are
+        the arrays of each parameter and its gradient, the moments flat buffers over the
+        whole group (max_exp_avg_sq None without AMSGrad), `c` the group's options
+        (engine.optim.adam's _Consts) and `step` the step just reached; `scratch(like)`
+        lends a reusable array shaped like `like`."""
+        xp = self.xp
+        g = xp.concatenate([gr.reshape(-1) for gr in grads])
+        if c.maximize:
+            xp.negative(g, out=g)
+        if c.weight_decay != 0:
+            if c.decoupled:
+                for p in params:
+                    xp.multiply(p, 1 - c.lr * c.weight_decay, out=p)
+            else:
+                decay = xp.concatenate([p.reshape(-1) for p in params])
+                xp.multiply(decay, c.weight_decay, out=decay)
+                xp.add(decay, g, out=g)  # g is already negated when maximizing
+        update = adam_moments(xp, c, step, g, exp_avg, exp_avg_sq, max_exp_avg_sq, scratch(g), g)
+        start = 0
+        for p in params:
+            n = p.size
+            xp.add(p, update[start : start + n].reshape(p.shape), out=p)
+            start += n
 
+    def cross_entropy_rows(self, rows: Any, safe: Any, keep: Any) -> tuple[Any, Any, Any]:
+        """Cross-entropy of (M, C) logits against class indices `safe` (M,), unweighted
+        and unsmoothed: the per-row terms -log_softmax(rows)[safe] (times 0 where `keep`
+        is False), `keep` as float weights, and what cross_entropy_rows_backward needs."""
+        logp = log_softmax_rows(rows, self.xp)
+        wt = keep.astype(logp.dtype)
+        picked = self.xp.take_along_axis(logp, safe[:, None], axis=1)[:, 0]
+        return -picked * wt, wt, logp
+
+    def cross_entropy_rows_backward(
+        self, saved: Any, safe: Any, wt: Any, keep: Any, grow: Any
+    ) -> Any:
+        """d loss / d rows for cross_entropy_rows: (softmax - onehot) * grow * wt per row
+        (grow: each row's upstream gradient), exactly 0 in rows not kept."""
+        xp = self.xp
+        p = xp.exp(saved)
+        # Ignored rows get exactly 0, even when an all-ignored mean made grow inf.
+        grow = xp.where(keep, grow, 0)
+        gx = p * (grow * wt)[:, None]
+        gx[xp.arange(p.shape[0]), safe] -= grow * wt
+        return gx
+
+    def layer_norm_rows(self, x: Any, w: Any, b: Any, eps: float) -> tuple[Any, Any, Any]:
+        """layer_norm of (M, N) rows: (y, xhat, rstd), with w and b (N,) or None."""
+        xp = self.xp
+        mean = x.mean(axis=1, keepdims=True)
+        xc = x - mean
+        var = (xc * xc).mean(axis=1, keepdims=True)
+        rstd = 1 / xp.sqrt(var + eps)
+        xhat = xc * rstd
+        return affine(xhat, w, b), xhat, rstd
+
+    def layer_norm_rows_backward(
+        self,
+        g: Any,
+        xhat: Any,
+        rstd: Any,
+        w: Any,
+        want_x: bool,
+        want_w: bool,
+        want_b: bool,
+    ) -> tuple[Any, Any, Any]:
+        """(dx, dw, db) of layer_norm_rows for the (M, N) gradient g, each None unless wanted."""
+        gx = gw = gb = None
+        if want_x:
+            gh = g * w if w is not None else g
+            n = xhat.shape[1]
+            # (gh - mean(gh) - xhat * mean(gh * xhat)) * rstd, with the means as sums / n
+            s1 = gh.sum(axis=1, keepdims=True)
+            s2 = (gh * xhat).sum(axis=1, keepdims=True)
+            gx = ((gh - s1 / n) - xhat * (s2 / n)) * rstd
+        if want_w:
+            gw = (g * xhat).sum(axis=0)
+        if want_b:
+            gb = g.sum(axis=0)
+        return gx, gw, gb
+
+    def gelu(self, x: Any) -> tuple[Any, Any]:
+        """Exact GELU x * Phi(x) of a float32/float64 array, and Phi(x) for the backward."""
+        cdf = self.normal_cdf(x)
+        return x * cdf, cdf
+
+    def gelu_backward(self, g: Any, x: Any, cdf: Any) -> Any:
+        """g * (Phi(x) + x * pdf(x)), in place in one buffer: no temporaries."""
+        xp = self.xp
+        gx = xp.multiply(x, x)
+        gx *= -0.5
+        xp.exp(gx, out=gx)
+        gx *= _INV_SQRT_2PI
+        gx *= x
+        gx += cdf
+        gx *= g
+        return gx
+
+    def silu(self, x: Any) -> tuple[Any, Any]:
+        """SiLU x * sigmoid(x) of a float32/float64 array, and sigmoid(x) for the backward."""
+        with np.errstate(over="ignore"):  # exp(-x) overflows to inf for x < -88: s is then 0
+            s = 1 / (1 + self.xp.exp(-x))
+        return x * s, s
+
+    def silu_backward(self, g: Any, x: Any, s: Any) -> Any:
+        """g * s * (1 + x * (1 - s)), s = sigmoid(x)."""
+        return g * (s * (1 + x * (1 - s)))
+
+    def dropout_mask(self, shape: tuple[int, ...], dtype: Any, p: float, generator: Any) -> Any:
+        """A dropout mask in `dtype`: 1 / (1 - p) where a float32 uniform u >= p, else 0,
+        drawn from the engine Generator `generator` (0 < p < 1)."""
+        u = generator.uniform(shape, _FLOAT32)
+        keep = u >= np.float32(p)
+        return self.from_host(keep.astype(dtype) * dtype.type(1 / (1 - p)))
+
+    def dropout(self, x: Any, p: float, generator: Any) -> tuple[Any, Any]:
+        """(x * mask, mask) with mask = dropout_mask(x.shape, x.dtype, p, generator)."""
+        mask = self.dropout_mask(x.shape, x.dtype, p, generator)
+        return x * mask, mask
+
+    def random(
+        self, generator: Any, kind: str, shape: tuple[int, ...], d: Any, a: float, b: float
+    ) -> Any:
+        """An array of draws from the engine Generator: kind "uniform" on [a, b) or
+        "normal" with mean a and std b, in engine dtype d."""
+        draw = generator.uniform if kind == "uniform" else generator.normal
+        return self.from_host(draw(shape, d, a, b))
+
+
+def log_softmax_rows(rows: Any, xp: Any) -> Any:
+    """log_softmax over the last axis of (M, C) rows."""
+    z = rows - rows.max(axis=1, keepdims=True)
+    return z - xp.log(xp.exp(z).sum(axis=1, keepdims=True))
+
+
+def affine(xhat: Any, w: Any, b: Any) -> Any:
+    """xhat * w + b as a new array (backward keeps xhat), either factor optional."""
+    if w is None:
+        return xhat + b if b is not None else xhat.copy()
+    y = xhat * w
+    if b is not None:
+        y += b
+    return y
+
+
+def adam_moments(
+    xp: Any,
+    c: Any,
+    step: float,
+    g: Any,
+    exp_avg: Any,
+    exp_avg_sq: Any,
+    max_sq: Any,
+    t: Any,
+    out: Any,
+) -> Any:
+    """Update Adam's moments in place and return `-lr/bc1 * exp_avg / denom` in `out`, op
+    for op as PyTorch's single-tensor Adam (t is scratch; out may be g's own buffer)."""
+    xp.subtract(g, exp_avg, out=t)
+    if c.small:
+        xp.multiply(t, c.w, out=t)
+        xp.add(exp_avg, t, out=exp_avg)
+    else:
+        xp.multiply(t, c.one_minus_w, out=t)
+        xp.subtract(g, t, out=exp_avg)
+    xp.multiply(exp_avg_sq, c.beta2, out=exp_avg_sq)
+    xp.multiply(g, 1 - c.beta2, out=t)
+    xp.multiply(t, g, out=t)
+    xp.add(exp_avg_sq, t, out=exp_avg_sq)
+    bias_correction1 = 1 - c.beta1**step
+    bias_correction2_sqrt = (1 - c.beta2**step) ** 0.5
+    step_size = c.lr / bias_correction1
+    if max_sq is not None:
+        xp.maximum(max_sq, exp_avg_sq, out=max_sq)
+        source = max_sq
+    else:
+        source = exp_avg_sq
+    denom = t
+    xp.sqrt(source, out=denom)
+    xp.divide(denom, bias_correction2_sqrt, out=denom)
+    xp.add(denom, c.eps, out=denom)
+    # g is dead here, so `out` may hold the update even when g lives in it.
+    xp.multiply(exp_avg, -step_size, out=out)
+    xp.divide(out, denom, out=out)
+    return out
+
+
+_INV_SQRT_2PI = 0.3989422804014327  # 1 / sqrt(2 pi)
 _BLOCK = 1 << 15
 
 

@@ -7,6 +7,8 @@ from typing import Any
 import numpy as np
 
 from engine import dtypes
+from engine.amp.autocast_mode import autocast_state as _ac
+from engine.amp.autocast_mode import cast as _autocast
 from engine.autograd import Node, save_versions
 from engine.autograd import grad_mode as _gm
 from engine.errors import ShapeError
@@ -247,6 +249,8 @@ class ReciprocalBackward(Node):
 
 
 def reciprocal(a: Tensor) -> Tensor:
+    if _ac.on:
+        (a,) = _autocast("reciprocal", a)
     a = to_float(a)
     ad = a._data
     out = wrap(_apply("reciprocal", lambda: 1 / ad, a), a._device)
@@ -285,6 +289,8 @@ class PowBackward(Node):
 
 
 def pow(a: Tensor, b: Any) -> Tensor:
+    if _ac.on:
+        a, b = _autocast("pow", a, b)
     if not isinstance(b, Tensor):
         ob = as_operand("pow", a, b)
         if ob is None:
@@ -321,6 +327,8 @@ def rpow(a: Tensor, b: Any) -> Tensor:
         raise TypeError(f"pow: unsupported base type {type(b).__name__}")
     if isinstance(ob, Tensor):
         return pow(ob, a)
+    if _ac.on:
+        (a,) = _autocast("pow", a)
     rd = dtypes.with_scalar(a.dtype, ob)
     a = cast(a, rd)
     ad = a._data
@@ -485,6 +493,8 @@ class ExpBackward(Node):
 
 
 def exp(a: Tensor) -> Tensor:
+    if _ac.on:
+        (a,) = _autocast("exp", a)
     a = to_float(a)
     return _keep_output(ExpBackward, wrap(a._device.xp.exp(a._data), a._device), a)
 
@@ -495,6 +505,8 @@ class LogBackward(Node):
 
 
 def log(a: Tensor) -> Tensor:
+    if _ac.on:
+        (a,) = _autocast("log", a)
     a = to_float(a)
     out = wrap(a._device.xp.log(a._data), a._device)
     return _keep_input(LogBackward(), out, a) if a._rg and _gm.enabled else out
@@ -517,6 +529,8 @@ class RsqrtBackward(Node):
 
 
 def rsqrt(a: Tensor) -> Tensor:
+    if _ac.on:
+        (a,) = _autocast("rsqrt", a)
     a = to_float(a)
     xp = a._device.xp
     ad = a._data

@@ -121,21 +121,20 @@ def zero_(a: Tensor) -> Tensor:
     return _assign("zero_", a, 0)
 
 
-def _random_fill(op: str, a: Tensor, draw: Any) -> Tensor:
+def _random_fill(op: str, a: Tensor, kind: str, p0: float, p1: float, generator: Any) -> Tensor:
     d = a.dtype
     if not d.is_floating_point:
         raise TypeError(f"{op}: needs a floating-point tensor, got {d}")
-    return _assign(op, a, a._device.ops.from_host(draw(a._data.shape, d)))
+    gen = generator_or_default(generator)
+    return _assign(op, a, a._device.ops.random(gen, kind, a._data.shape, d, p0, p1))
 
 
 def uniform_(a: Tensor, a_low: float = 0.0, b: float = 1.0, *, generator: Any = None) -> Tensor:
-    gen = generator_or_default(generator)
-    return _random_fill("uniform_", a, lambda s, d: gen.uniform(s, d, a_low, b))
+    return _random_fill("uniform_", a, "uniform", a_low, b, generator)
 
 
 def normal_(a: Tensor, mean: float = 0.0, std: float = 1.0, *, generator: Any = None) -> Tensor:
-    gen = generator_or_default(generator)
-    return _random_fill("normal_", a, lambda s, d: gen.normal(s, d, mean, std))
+    return _random_fill("normal_", a, "normal", mean, std, generator)
 
 
 def iadd(a: Tensor, other: Any) -> Tensor:

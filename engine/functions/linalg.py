@@ -5,20 +5,24 @@ from __future__ import annotations
 from typing import Any
 
 from engine import dtypes
+from engine.amp.autocast_mode import autocast_state as _ac
+from engine.amp.autocast_mode import cast as _autocast
 from engine.autograd import Node, save_versions
 from engine.autograd import grad_mode as _gm
 from engine.errors import ShapeError
 from engine.functions.common import Tensor, as_operand, check_device, record, unbroadcast, wrap
 
-_BF16 = dtypes.bfloat16.np
+_LOW = frozenset((dtypes.float16.np, dtypes.bfloat16.np))
 _F32 = dtypes.float32.np
 
 
 def _mm(xp: Any, a: Any, b: Any) -> Any:
-    # NumPy has no bfloat16 GEMM (ml_dtypes would loop in Python-speed C): multiply in
-    # float32 through BLAS and round once, which is what a bfloat16 GEMM returns.
-    if a.dtype is _BF16:
-        return xp.matmul(a.astype(_F32), b.astype(_F32)).astype(_BF16)
+    # NumPy has no bfloat16 GEMM (ml_dtypes would loop in Python-speed C) and its
+    # float16 one is hundreds of times slower than float32 BLAS and accumulates in
+    # float16: multiply in float32 through BLAS and round once, which is what a 16-bit
+    # GEMM (float32 accumulation) returns.
+    if a.dtype in _LOW:
+        return xp.matmul(a.astype(_F32), b.astype(_F32)).astype(a.dtype)
     return xp.matmul(a, b)
 
 
@@ -53,6 +57,8 @@ def matmul(a: Tensor, b: Any) -> Tensor:
             raise TypeError(f"matmul: expected a Tensor operand, got {type(b).__name__}")
         b = ob
     check_device("matmul", a, b)
+    if _ac.on:
+        a, b = _autocast("matmul", a, b)
     ad, bd = a._data, b._data
     if ad.dtype != bd.dtype:
         raise TypeError(

@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 
 from engine import dtypes
+from engine.amp.autocast_mode import autocast_state as _ac
+from engine.amp.autocast_mode import cast as _autocast
 from engine.autograd import Node, save_versions
 from engine.autograd import grad_mode as _gm
 from engine.functions.common import Tensor, norm_dim, norm_dims, record, to_float, wrap
@@ -88,6 +90,8 @@ def _sum_like(op: str, a: Tensor, dim: Any, keepdim: bool, mean: bool, dtype: An
 
 
 def sum(a: Tensor, dim: Any = None, keepdim: bool = False, *, dtype: Any = None) -> Tensor:
+    if _ac.on and dtype is None:  # autocast's float32 ops keep an explicit dtype
+        (a,) = _autocast("sum", a)
     return _sum_like("sum", a, dim, keepdim, False, dtype)
 
 
@@ -317,6 +321,8 @@ def norm(a: Tensor, p: Any = 2, dim: Any = None, keepdim: bool = False) -> Tenso
         p = 2
     if not isinstance(p, int | float) or p <= 0:
         raise ValueError(f"norm: p must be a positive number, 'fro' or inf, got {p!r}")
+    if _ac.on:
+        (a,) = _autocast("norm", a)
     a = to_float(a)
     ad = a._data
     xp = a._device.xp
@@ -365,6 +371,8 @@ class ProdBackward(Node):
 
 
 def prod(a: Tensor, dim: Any = None, keepdim: bool = False, *, dtype: Any = None) -> Tensor:
+    if _ac.on and dtype is None:
+        (a,) = _autocast("prod", a)
     if dtype is not None:
         from engine.functions.common import cast
 
@@ -408,6 +416,8 @@ class LogSoftmaxBackward(Node):
 def _softmax_like(op: str, a: Tensor, dim: Any, dtype: Any, log: bool) -> Tensor:
     if dim is None:
         raise TypeError(f"{op}: dim is required (PyTorch's implicit dim is deprecated)")
+    if _ac.on and dtype is None:
+        (a,) = _autocast(op, a)
     if dtype is not None:
         from engine.functions.common import cast
 
@@ -453,6 +463,8 @@ class CumsumBackward(Node):
 
 
 def cumsum(a: Tensor, dim: int, *, dtype: Any = None) -> Tensor:
+    if _ac.on and dtype is None:
+        (a,) = _autocast("cumsum", a)
     if dtype is not None:
         from engine.functions.common import cast
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from engine.backends.numpy_ops import adam_moments
 from engine.optim.optimizer import Optimizer, bump, check_lr, step_tensor, zeros_state
 from engine.tensor import wrap
 
@@ -81,7 +82,9 @@ class Adam(Optimizer):
         # Flat only where per-call overhead dominates: for big tensors concatenating the
         # gradients is an extra pass over memory that the loop does not make.
         small = sum(p._data.size for p in params) <= _FLAT_MAX
-        if len(params) > 1 and small and self._flat_step(group, params, c):
+        # On CUDA the flat update is one fused kernel that gathers nothing: always worth it.
+        flat = params[0]._device.type == "cuda" or (len(params) > 1 and small)
+        if flat and self._flat_step(group, params, c):
             return
         for p in params:
             state = self.state[p]
@@ -94,7 +97,7 @@ class Adam(Optimizer):
                 g = self._grad(param, p.grad._data, dev, 0, c.maximize)
             else:
                 g = self._grad(param, p.grad._data, dev, c.weight_decay, c.maximize)
-            update = _moments_and_update(
+            update = adam_moments(
                 xp,
                 c,
                 step,
@@ -124,38 +127,21 @@ class Adam(Optimizer):
             ("exp_avg", "exp_avg_sq", "max_exp_avg_sq") if c.amsgrad else ("exp_avg", "exp_avg_sq")
         )
         flats = [self._flat_buffer(params, states, name, dev) for name in names]
-        xp = dev.xp
         step = 0.0
         for s in states:
             step = _advance(s)
-        g = xp.concatenate([p.grad._data.reshape(-1) for p in params])
-        if c.maximize:
-            xp.negative(g, out=g)
-        if c.weight_decay != 0:
-            if c.decoupled:
-                for p in params:
-                    xp.multiply(p._data, 1 - c.lr * c.weight_decay, out=p._data)
-            else:
-                decay = xp.concatenate([p._data.reshape(-1) for p in params])
-                xp.multiply(decay, c.weight_decay, out=decay)
-                xp.add(decay, g, out=g)  # g is already negated when maximizing
-        update = _moments_and_update(
-            xp,
-            c,
-            step,
-            g,
+        dev.ops.adam_update(
+            [p._data for p in params],
+            [p.grad._data for p in params],
             flats[0],
             flats[1],
             flats[2] if c.amsgrad else None,
-            self._buffer(1, g, dev),
-            g,
+            c,
+            step,
+            lambda like: self._buffer(1, like, dev),
         )
-        start = 0
         for p in params:
-            n = p._data.size
-            xp.add(p._data, update[start : start + n].reshape(p._data.shape), out=p._data)
             bump(p)
-            start += n
         return True
 
     def _flat_buffer(
@@ -206,48 +192,6 @@ def _advance(state: dict[str, Any]) -> float:
     step_arr = state["step"]._data
     step_arr += 1
     return float(step_arr)
-
-
-def _moments_and_update(
-    xp: Any,
-    c: _Consts,
-    step: float,
-    g: Any,
-    exp_avg: Any,
-    exp_avg_sq: Any,
-    max_sq: Any,
-    t: Any,
-    out: Any,
-) -> Any:
-    """Update the moments in place and return `-lr/bc1 * exp_avg / denom` in `out`, op for
-    op as PyTorch's single-tensor Adam (t is scratch; out may be g's own buffer)."""
-    xp.subtract(g, exp_avg, out=t)
-    if c.small:
-        xp.multiply(t, c.w, out=t)
-        xp.add(exp_avg, t, out=exp_avg)
-    else:
-        xp.multiply(t, c.one_minus_w, out=t)
-        xp.subtract(g, t, out=exp_avg)
-    xp.multiply(exp_avg_sq, c.beta2, out=exp_avg_sq)
-    xp.multiply(g, 1 - c.beta2, out=t)
-    xp.multiply(t, g, out=t)
-    xp.add(exp_avg_sq, t, out=exp_avg_sq)
-    bias_correction1 = 1 - c.beta1**step
-    bias_correction2_sqrt = (1 - c.beta2**step) ** 0.5
-    step_size = c.lr / bias_correction1
-    if max_sq is not None:
-        xp.maximum(max_sq, exp_avg_sq, out=max_sq)
-        source = max_sq
-    else:
-        source = exp_avg_sq
-    denom = t
-    xp.sqrt(source, out=denom)
-    xp.divide(denom, bias_correction2_sqrt, out=denom)
-    xp.add(denom, c.eps, out=denom)
-    # g is dead here, so `out` may hold the update even when g lives in it.
-    xp.multiply(exp_avg, -step_size, out=out)
-    xp.divide(out, denom, out=out)
-    return out
 
 
 class AdamW(Adam):

@@ -10,8 +10,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
-
 from engine.autograd import Node, save_versions
 from engine.autograd import grad_mode as _gm
 from engine.functions import arith, reduce
@@ -19,7 +17,6 @@ from engine.functions.common import Tensor, record, wrap
 from engine.nn.functional._layer_common import floating, maybe_inplace, narrow, wide
 
 _INV_SQRT2 = 1 / math.sqrt(2)
-_INV_SQRT_2PI = 1 / math.sqrt(2 * math.pi)
 _TANH_K = math.sqrt(2 / math.pi)
 _TANH_C = 0.044715
 
@@ -48,28 +45,15 @@ def log_softmax(
     return reduce.log_softmax(input, dim, dtype)
 
 
-def _gelu_grad(xp: Any, g: Any, x: Any, cdf: Any) -> Any:
-    """g * (CDF(x) + x * pdf(x)), in place in one buffer: no temporaries."""
-    gx = xp.multiply(x, x)
-    gx *= -0.5
-    xp.exp(gx, out=gx)
-    gx *= _INV_SQRT_2PI
-    gx *= x
-    gx += cdf
-    gx *= g
-    return gx
-
-
 class GeluBackward(Node):
     def backward(self, gy: Any) -> tuple[Any]:
         x, cdf = self.saved  # type: ignore[misc]
         g = wide(gy)
-        xp = self.xp
         if self.approximate:  # cdf holds tanh(k(x + c x^3)) here
             t = cdf
             d = 0.5 * (1 + t) + (0.5 * x) * (1 - t * t) * (_TANH_K * (1 + 3 * _TANH_C * x * x))
             return (narrow(g * d, gy.dtype),)
-        return (narrow(_gelu_grad(xp, g, x, cdf), gy.dtype),)
+        return (narrow(self.ops.gelu_backward(g, x, cdf), gy.dtype),)
 
 
 def gelu(input: Tensor, approximate: str = "none") -> Tensor:
@@ -83,13 +67,12 @@ def gelu(input: Tensor, approximate: str = "none") -> Tensor:
         aux = ops.xp.tanh(_TANH_K * (x + _TANH_C * (x * x * x)))
         y = 0.5 * x * (1 + aux)
     else:
-        aux = ops.normal_cdf(x)
-        y = x * aux
+        y, aux = ops.gelu(x)
     out = wrap(narrow(y, xd.dtype), input._device)
     if input._rg and _gm.enabled:
         node = GeluBackward()
         node.saved = (x, aux)
-        node.xp = ops.xp
+        node.ops = ops
         node.approximate = approximate == "tanh"
         save_versions(node, input)
         record(node, out, input)
@@ -99,19 +82,19 @@ def gelu(input: Tensor, approximate: str = "none") -> Tensor:
 class SiluBackward(Node):
     def backward(self, gy: Any) -> tuple[Any]:
         x, s = self.saved  # type: ignore[misc]
-        return (narrow(wide(gy) * (s * (1 + x * (1 - s))), gy.dtype),)
+        return (narrow(self.ops.silu_backward(wide(gy), x, s), gy.dtype),)
 
 
 def silu(input: Tensor, inplace: bool = False) -> Tensor:
     floating("silu", input)
     xd = input._data
     x = wide(xd)
-    with np.errstate(over="ignore"):  # exp(-x) overflows to inf for x < -88: s is then 0
-        s = 1 / (1 + input._device.xp.exp(-x))
-    out = wrap(narrow(x * s, xd.dtype), input._device)
+    y, s = input._device.ops.silu(x)
+    out = wrap(narrow(y, xd.dtype), input._device)
     if input._rg and _gm.enabled:
         node = SiluBackward()
         node.saved = (x, s)
+        node.ops = input._device.ops
         save_versions(node, input)
         record(node, out, input)
     return maybe_inplace(input, out, inplace)

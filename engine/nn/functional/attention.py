@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 
 from engine import dtypes
+from engine.amp.autocast_mode import autocast_state as _ac
+from engine.amp.autocast_mode import cast as _autocast
 from engine.autograd import Node, save_versions
 from engine.autograd import grad_mode as _gm
 from engine.errors import ShapeError
@@ -165,6 +167,8 @@ def scaled_dot_product_attention(
     to the scores. `is_causal` masks out the upper triangle (top-left aligned) and may not
     be combined with attn_mask. Dropout draws from the engine's default generator.
     """
+    if _ac.on:
+        query, key, value, attn_mask = _autocast(_OP, query, key, value, attn_mask)
     groups = _check_qkv(query, key, value, enable_gqa)
     if is_causal and attn_mask is not None:
         raise ValueError(f"{_OP}: explicit attn_mask should not be set when is_causal=True")
@@ -185,9 +189,9 @@ def scaled_dot_product_attention(
         if dropout_p == 1.0:
             keep = xp.zeros(p.shape, dtype=p.dtype)
         else:
-            u = generator_or_default(None).uniform(p.shape, dtypes.float32)
-            mult = (u >= np.float32(dropout_p)).astype(p.dtype) * p.dtype.type(1 / (1 - dropout_p))
-            keep = query._device.ops.from_host(mult)
+            keep = query._device.ops.dropout_mask(
+                p.shape, p.dtype, dropout_p, generator_or_default(None)
+            )
     pd = p if keep is None else p * keep
     out = wrap(gemm(xp, pd, wide(vd)).astype(qd.dtype, copy=False), query._device)
     mask_grad = isinstance(attn_mask, Tensor) and attn_mask._rg and attn_mask.is_floating_point()

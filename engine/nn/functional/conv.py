@@ -12,6 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 from engine import dtypes
+from engine.amp.autocast_mode import autocast_state as _ac
+from engine.amp.autocast_mode import cast as _autocast
 from engine.autograd import Node, save_versions
 from engine.autograd import grad_mode as _gm
 from engine.errors import ShapeError
@@ -131,6 +133,8 @@ def conv2d(
     groups: int = 1,
 ) -> Tensor:
     op = "conv2d"
+    if _ac.on:
+        input, weight, bias = _autocast(op, input, weight, bias)
     floating(op, input, weight, bias)
     x, unbatched = _batched(op, input._data)
     wdat = weight._data

@@ -3,16 +3,13 @@
 Masks come from the engine's own stream (engine.random.default_generator unless a
 generator is given): a float32 uniform draw u per element, kept where u >= p and scaled
 by 1/(1-p), so the same seed gives the same mask on every run; for a CUDA tensor the
-draw is made on the host and copied over, like every engine draw.
+mask is drawn on the device from the generator's counter-based stream (one fused kernel).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
-from engine import dtypes
 from engine.autograd import Node
 from engine.autograd import grad_mode as _gm
 from engine.functions.common import Tensor, record, wrap
@@ -43,11 +40,10 @@ def dropout(
     dev = input._device
     if p == 1.0:
         mask = dev.xp.zeros(xd.shape, dtype=xd.dtype)
+        y = xd * mask
     else:
-        u = generator_or_default(generator).uniform(xd.shape, dtypes.float32)
-        keep = u >= np.float32(p)
-        mask = dev.ops.from_host(keep.astype(xd.dtype) * xd.dtype.type(1 / (1 - p)))
-    out = wrap(xd * mask, dev)
+        y, mask = dev.ops.dropout(xd, p, generator_or_default(generator))
+    out = wrap(y, dev)
     if input._rg and _gm.enabled:
         node = DropoutBackward()
         node.saved = (mask,)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from engine.amp.autocast_mode import autocast_state as _ac
+from engine.amp.autocast_mode import cast as _autocast
 from engine.autograd import Node, save_versions
 from engine.autograd import grad_mode as _gm
 from engine.errors import ShapeError
@@ -28,6 +30,8 @@ class LinearBackward(Node):
 
 def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """y = input @ weight.T + bias over the last dim of input, as torch.nn.functional.linear."""
+    if _ac.on:
+        input, weight, bias = _autocast("linear", input, weight, bias)
     floating("linear", input, weight, bias)
     xd, wd = input._data, weight._data
     if wd.ndim != 2 or xd.ndim == 0 or xd.shape[-1] != wd.shape[1]:

@@ -14,8 +14,11 @@ from typing import Any
 import numpy as np
 
 from engine import dtypes
+from engine.amp.autocast_mode import autocast_state as _ac
+from engine.amp.autocast_mode import cast as _autocast
 from engine.autograd import Node, save_versions
 from engine.autograd import grad_mode as _gm
+from engine.backends.numpy_ops import log_softmax_rows
 from engine.errors import ShapeError
 from engine.functions.common import Tensor, cast, check_device, record, wrap
 
@@ -61,6 +64,8 @@ def _float_pair(op: str, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
     check_device(op, x, t)
     if t.dtype == dtypes.bool_:
         raise TypeError(f"{op}: target must be a floating-point tensor, got {t.dtype}")
+    if _ac.on:
+        x, t = _autocast(op, x, t)
     common = dtypes.promote(x.dtype, t.dtype)
     return cast(x, common), cast(t, common)
 
@@ -477,8 +482,10 @@ def _index_target(op: str, x: Tensor, t: Tensor, ignore_index: int) -> tuple[Any
     td = t._data.reshape(-1)
     keep = td != ignore_index
     c = shape[0] if len(shape) == 1 else shape[1]
+    # On CUDA this check would wait for the GPU; there the fused cross-entropy gives NaN
+    # for such a target instead (other class-index losses do not check on CUDA).
     bad = keep & ((td < 0) | (td >= c))
-    if td.size and bool(bad.any()):
+    if x._device.type == "cpu" and td.size and bool(bad.any()):
         first = int(td[bad][0])
         raise TargetRangeError(
             f"{op}: target {first} is out of bounds for input of shape {shape} with {c} classes"
@@ -511,12 +518,12 @@ class CrossEntropyBackward(Node):
     def backward(self, gy: Any) -> tuple[Any, Any]:
         logp, tgt = self.saved  # type: ignore[misc]
         xp, eps, w = self.xp, self.eps, self.weight
-        m, c = logp.shape
+        m, c = self.rows
         g = _upstream(gy, self.reduction, self.denom)
         grow = g.reshape(-1) if self.reduction == "none" else xp.broadcast_to(g, (m,))
-        p = xp.exp(logp)
         gt = None
         if self.probs:
+            p = xp.exp(logp)
             q = _wide(_rows(tgt, xp))
             if eps:
                 q = q * (1 - eps) + eps / c
@@ -524,8 +531,11 @@ class CrossEntropyBackward(Node):
             gx = (p * qw.sum(axis=1, keepdims=True) - qw) * grow[:, None]
             if self.next[1] is not None:
                 gt = (-(1 - eps) * (logp if w is None else logp * w)) * grow[:, None]
+        elif self.fused:  # logp is whatever the backend's fused forward kept
+            gx = self.ops.cross_entropy_rows_backward(logp, *tgt, grow)
         else:
             safe, wt, keep = tgt
+            p = xp.exp(logp)
             # Ignored rows get exactly 0, even when an all-ignored mean made grow inf.
             grow = xp.where(keep, grow, 0)
             hit = (1 - eps) * wt  # the one-hot part of q, per row
@@ -539,11 +549,6 @@ class CrossEntropyBackward(Node):
         if gt is not None:
             gt = _unrows(gt, self.shape, xp).astype(self.dtype, copy=False)
         return gx, gt
-
-
-def _log_softmax_rows(rows: Any, xp: Any) -> Any:
-    z = rows - rows.max(axis=1, keepdims=True)
-    return z - xp.log(xp.exp(z).sum(axis=1, keepdims=True))
 
 
 def cross_entropy(
@@ -571,6 +576,8 @@ def cross_entropy(
             f"{op}: label_smoothing must be between 0.0 and 1.0, got {label_smoothing}"
         )
     x = input
+    if _ac.on:
+        (x,) = _autocast(op, x)
     xp = x._device.xp
     w = _class_weight(op, weight, x)
     probs = target.dtype.is_floating_point
@@ -583,9 +590,11 @@ def cross_entropy(
             f"got {target.dtype}"
         )
     rows = _wide(_rows(x._data, xp))
-    logp = _log_softmax_rows(rows, xp)
-    m, c = logp.shape
+    m, c = rows.shape
     eps = float(label_smoothing)
+    # class indices, unweighted and unsmoothed (the usual case): one fused backend op
+    fused = not probs and w is None and not eps
+    logp = None if fused else log_softmax_rows(rows, xp)
     if probs:
         q = _wide(_rows(target._data, xp))
         if eps:
@@ -598,12 +607,15 @@ def cross_entropy(
         saved: Any = target._data
     else:
         safe, keep = _index_target(op, x, target, ignore_index)
-        wt = keep.astype(logp.dtype) if w is None else w[safe] * keep
-        picked = xp.take_along_axis(logp, safe[:, None], axis=1)[:, 0]
-        terms = -picked * wt
-        if eps:
-            smooth = -(logp.sum(axis=1) if w is None else logp @ w) * keep
-            terms = (1 - eps) * terms + (eps / c) * smooth
+        if fused:
+            terms, wt, logp = x._device.ops.cross_entropy_rows(rows, safe, keep)
+        else:
+            wt = keep.astype(logp.dtype) if w is None else w[safe] * keep
+            picked = xp.take_along_axis(logp, safe[:, None], axis=1)[:, 0]
+            terms = -picked * wt
+            if eps:
+                smooth = -(logp.sum(axis=1) if w is None else logp @ w) * keep
+                terms = (1 - eps) * terms + (eps / c) * smooth
         denom = wt.sum()
         if reduction == "none":
             terms = terms.reshape(target.shape)
@@ -613,6 +625,7 @@ def cross_entropy(
         node = CrossEntropyBackward()
         node.saved = (logp, saved)
         node.xp, node.eps, node.weight, node.probs = xp, eps, w, probs
+        node.ops, node.fused, node.rows = x._device.ops, fused, (m, c)
         node.reduction, node.denom = reduction, denom
         node.shape, node.dtype = tuple(x.shape), x._data.dtype
         if probs:
@@ -652,6 +665,8 @@ def nll_loss(
     if target._data.dtype.kind not in "iu":
         raise TypeError(f"{op}: target must hold class indices (int64), got {target.dtype}")
     x = input
+    if _ac.on:
+        (x,) = _autocast(op, x)
     xp = x._device.xp
     w = _class_weight(op, weight, x)
     safe, keep = _index_target(op, x, target, ignore_index)

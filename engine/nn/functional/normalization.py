@@ -6,22 +6,16 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from engine.amp.autocast_mode import autocast_state as _ac
+from engine.amp.autocast_mode import norm_args as _autocast_norm
 from engine.autograd import Node, save_versions
 from engine.autograd import grad_mode as _gm
+from engine.backends.numpy_ops import affine as _affine
 from engine.errors import ShapeError
 from engine.functions.common import Tensor, check_device, record, wrap
+from engine.functions.convert import to_dtype
 from engine.functions.index import bump
 from engine.nn.functional._layer_common import floating, narrow, wide
-
-
-def _affine(xhat: Any, w: Any, b: Any) -> Any:
-    """xhat * w + b as a new array (backward keeps xhat), either factor optional."""
-    if w is None:
-        return xhat + b if b is not None else xhat.copy()
-    y = xhat * w
-    if b is not None:
-        y += b
-    return y
 
 
 def _wanted(node: Node) -> tuple[bool, bool]:
@@ -42,18 +36,14 @@ class LayerNormBackward(Node):
         xhat, rstd, w = self.saved  # type: ignore[misc]
         want_w, want_b = _wanted(self)
         g = wide(gy).reshape(xhat.shape)
-        gx = gw = gb = None
-        if self.next[0] is not None:
-            gh = g * w.reshape(-1) if w is not None else g
-            n = xhat.shape[1]
-            # (gh - mean(gh) - xhat * mean(gh * xhat)) * rstd, with the means as sums / n
-            s1 = gh.sum(axis=1, keepdims=True)
-            s2 = (gh * xhat).sum(axis=1, keepdims=True)
-            gx = narrow(((gh - s1 / n) - xhat * (s2 / n)) * rstd, gy.dtype).reshape(gy.shape)
-        if want_w:
-            gw = narrow((g * xhat).sum(axis=0), gy.dtype).reshape(self.wshape)
-        if want_b:
-            gb = narrow(g.sum(axis=0), gy.dtype).reshape(self.wshape)
+        want_x = self.next[0] is not None
+        gx, gw, gb = self.ops.layer_norm_rows_backward(g, xhat, rstd, w, want_x, want_w, want_b)
+        if gx is not None:
+            gx = narrow(gx, gy.dtype).reshape(gy.shape)
+        if gw is not None:
+            gw = narrow(gw, gy.dtype).reshape(self.wshape)
+        if gb is not None:
+            gb = narrow(gb, gy.dtype).reshape(self.wshape)
         return _grads(gx, gw, gb, self)
 
 
@@ -64,6 +54,10 @@ def layer_norm(
     bias: Tensor | None = None,
     eps: float = 1e-5,
 ) -> Tensor:
+    if _ac.on:
+        (input, weight, bias), back = _autocast_norm("layer_norm", input, weight, bias)
+        if back is not None:  # normalised in float32, rounded once to the input's dtype
+            return to_dtype(layer_norm(input, normalized_shape, weight, bias, eps), back)
     floating("layer_norm", input, weight, bias)
     shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
     xd = input._data
@@ -78,21 +72,18 @@ def layer_norm(
             raise ShapeError(
                 f"layer_norm: {name} of shape {p.shape} for normalized_shape {list(shape)}"
             )
-    xp = input._device.xp
+    ops = input._device.ops
     n = math.prod(shape)
     x = wide(xd).reshape(-1, n)
-    mean = x.mean(axis=1, keepdims=True)
-    xc = x - mean
-    var = (xc * xc).mean(axis=1, keepdims=True)
-    rstd = 1 / xp.sqrt(var + eps)
-    xhat = xc * rstd
     w = wide(weight._data).reshape(-1) if weight is not None else None
-    y = _affine(xhat, w, None if bias is None else wide(bias._data).reshape(-1))
+    b = None if bias is None else wide(bias._data).reshape(-1)
+    y, xhat, rstd = ops.layer_norm_rows(x, w, b, eps)
     out = wrap(narrow(y, xd.dtype).reshape(xd.shape), input._device)
     params = [t for t in (weight, bias) if t is not None]
     if _gm.enabled and any(t._rg for t in (input, *params)):
         node = LayerNormBackward()
         node.saved = (xhat, rstd, w)
+        node.ops = ops
         node.wshape = shape
         node.has = (weight is not None, bias is not None)
         if weight is not None:  # for float32, w is the weight's own array
@@ -148,6 +139,13 @@ def batch_norm(
     momentum: float = 0.1,
     eps: float = 1e-5,
 ) -> Tensor:
+    if _ac.on:
+        (input, weight, bias), back = _autocast_norm("batch_norm", input, weight, bias)
+        if back is not None:  # normalised in float32, rounded once to the input's dtype
+            out = batch_norm(
+                input, running_mean, running_var, weight, bias, training, momentum, eps
+            )
+            return to_dtype(out, back)
     floating("batch_norm", input)
     xd = input._data
     if xd.ndim < 2:

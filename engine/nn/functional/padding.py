@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from engine.amp.autocast_mode import autocast_state as _ac
+from engine.amp.autocast_mode import cast as _autocast
 from engine.autograd import Node
 from engine.autograd import grad_mode as _gm
 from engine.errors import ShapeError
 from engine.functions.common import Tensor, record, wrap
 
 _MODES = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
+_ATEN_PAD = {"reflect": "reflection_pad", "replicate": "replication_pad"}
 
 
 class ConstantPadBackward(Node):
@@ -45,6 +48,8 @@ def _widths(op: str, shape: tuple[int, ...], pad: Any) -> list[tuple[int, int]]:
 
 
 def pad(input: Tensor, pad: Any, mode: str = "constant", value: float | None = None) -> Tensor:
+    if _ac.on and mode in _ATEN_PAD:  # aten's op name, for autocast's per-op lists
+        (input,) = _autocast(f"{_ATEN_PAD[mode]}{len(pad) // 2}d", input)
     xd = input._data
     xp = input._device.xp
     widths = _widths("pad", xd.shape, pad)

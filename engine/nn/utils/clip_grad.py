@@ -102,7 +102,8 @@ def clip_grads_with_norm_(
         return
     tn = total_norm._data
     xp = total_norm._device.xp
-    coef = xp.minimum(xp.asarray(float(max_norm), dtype=tn.dtype) / (tn + tn.dtype.type(1e-6)), 1)
+    # max_norm as a scalar of tn's dtype, not an array: on CUDA no host-to-device copy
+    coef = xp.minimum(tn.dtype.type(max_norm) / (tn + tn.dtype.type(1e-6)), 1)
     # the coefficient moved and cast once per device and dtype, not once per gradient
     coefs: dict[tuple[device, Any], Tensor] = {}
     with no_grad():
