@@ -17,6 +17,7 @@ count. Results go to benchmarks/RESULTS.md by hand.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import importlib.metadata
 import importlib.util
@@ -121,16 +122,19 @@ def _causal(m: Any, seq: int) -> Any:
 
 
 # ---- one side's training step ---------------------------------------------------------------
-def framework_step(m: Any, model: Any, flatten_logits: bool) -> Callable[[Any, Any], Any]:
+def framework_step(
+    m: Any, model: Any, flatten_logits: bool, dev: str = "cpu", amp: str | None = None
+) -> Callable[[Any, Any], Any]:
     opt = m.optim.AdamW(model.parameters(), lr=LR, betas=BETAS, eps=EPS, weight_decay=WD)
     loss_fn = m.nn.CrossEntropyLoss()
 
     def step(x: Any, y: Any) -> Any:
         opt.zero_grad(set_to_none=True)
-        logits = model(x)
-        if flatten_logits:
-            logits = logits.reshape(-1, logits.shape[-1])
-        loss = loss_fn(logits, y.reshape(-1))
+        with m.autocast(device_type=dev, dtype=getattr(m, amp or "float32"), enabled=bool(amp)):
+            logits = model(x)
+            if flatten_logits:
+                logits = logits.reshape(-1, logits.shape[-1])
+            loss = loss_fn(logits, y.reshape(-1))
         loss.backward()
         opt.step()
         return loss
@@ -213,8 +217,29 @@ WORKLOADS: dict[str, dict[str, Any]] = {
     "mlp": {"batch": 256, "sizes": (784, 1024, 1024, 10)},
     "mlp_small": {"batch": 32, "sizes": (64, 128, 128, 10)},
     "cnn": {"batch": 64},
-    "gpt": {"batch": 16, "seq": 128, "vocab": 96},
+    "gpt": {"batch": 16, "seq": 128, "vocab": 96, "d": 256, "heads": 4, "layers": 4},
+    # GPU only: GPT-2 small's shape under bf16 autocast, the issue-4 reference workload
+    "gpt_small": {
+        "batch": 8,
+        "seq": 1024,
+        "vocab": 50304,
+        "d": 768,
+        "heads": 12,
+        "layers": 12,
+        "amp": "bfloat16",
+        "cuda_only": True,
+    },
 }
+PEAK_BF16_FLOPS = 989e12  # H100/H200 SXM dense bf16, the denominator of the MFU figures
+
+
+def flops_per_token(name: str) -> float:
+    """6 x parameters (forward + backward) plus attention's 12 * layers * d * seq; the
+    parameters count the untied head, as the issue's 163M for gpt_small does."""
+    w = WORKLOADS[name]
+    d, layers, seq, vocab = w["d"], w["layers"], w["seq"], w["vocab"]
+    params = layers * 12 * d * d + 2 * vocab * d + seq * d
+    return 6 * params + 12 * layers * d * seq
 
 
 def make_data(name: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -236,7 +261,10 @@ def make_data(name: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarr
 def build(m: Any, name: str) -> Any:
     if name.startswith("mlp"):
         return mlp_model(m, WORKLOADS[name]["sizes"])
-    return cnn_model(m) if name == "cnn" else gpt_model(m)
+    if name == "cnn":
+        return cnn_model(m)
+    w = WORKLOADS[name]
+    return gpt_model(m, w["vocab"], w["d"], w["heads"], w["layers"], w["seq"])
 
 
 def blas_info() -> str:
@@ -269,25 +297,32 @@ def measure_side(side: str, name: str, dev: str, steps: int, repeats: int) -> fl
     if side == "numpy":
         np_model = NumpyMLP(WORKLOADS[name]["sizes"], np.random.default_rng(0))
         return samples_per_s(lambda: np_model.step(xh, yh), batch, steps, repeats, lambda: None)
-    if side == "torch":
+    context: Any = contextlib.nullcontext()
+    if side.startswith("torch"):
         import torch
 
         threads = numpy_threads()
         if threads:
             torch.set_num_threads(threads)  # the same thread count as NumPy's BLAS
+        if side == "torch_math":  # PyTorch with its plain (math) attention backend
+            from torch.nn.attention import SDPBackend, sdpa_kernel
+
+            context = sdpa_kernel(SDPBackend.MATH)
         m: Any = torch
     else:
         m = engine
     m.manual_seed(0)
     model = build(m, name).to(dev)
     x, y = m.tensor(xh, device=dev), m.tensor(yh, device=dev)
-    step = framework_step(m, model, flatten_logits=name == "gpt")
+    amp = WORKLOADS[name].get("amp")
+    step = framework_step(m, model, name.startswith("gpt"), dev, amp)
 
     def sync() -> None:
         if dev == "cuda":
             m.cuda.synchronize()
 
-    return samples_per_s(lambda: step(x, y), batch, steps, repeats, sync)
+    with context:
+        return samples_per_s(lambda: step(x, y), batch, steps, repeats, sync)
 
 
 def measure(name: str, args: argparse.Namespace) -> tuple[str, float, float | None, float | None]:
@@ -297,6 +332,8 @@ def measure(name: str, args: argparse.Namespace) -> tuple[str, float, float | No
     sides = ["engine"]
     if HAVE_TORCH:
         sides.append("torch")
+        if WORKLOADS[name].get("amp"):
+            sides.append("torch_math")
     if name.startswith("mlp") and args.device == "cpu":
         sides.append("numpy")
     rates: dict[str, float] = {}
@@ -318,19 +355,32 @@ def measure(name: str, args: argparse.Namespace) -> tuple[str, float, float | No
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
         rates[side] = json.loads(out.strip().splitlines()[-1])["samples_per_s"]
     print(f"{name}: " + ", ".join(f"{k} {v:,.0f}/s" for k, v in rates.items()), file=sys.stderr)
+    if "torch_math" in rates:
+        tokens = WORKLOADS[name]["seq"]
+        mfu = {k: v * tokens * flops_per_token(name) / PEAK_BF16_FLOPS for k, v in rates.items()}
+        print(
+            f"{name}: MFU engine {mfu['engine']:.1%}, torch {mfu['torch']:.1%}; "
+            f"engine / torch with math attention {rates['engine'] / rates['torch_math']:.2f}"
+        )
     return name, rates["engine"], rates.get("torch"), rates.get("numpy")
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--workloads", default=",".join(WORKLOADS))
+    p.add_argument("--workloads", default=None, help="default: all that fit the device")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--side", choices=["engine", "torch", "numpy"], help=argparse.SUPPRESS)
+    p.add_argument(
+        "--side", choices=["engine", "torch", "torch_math", "numpy"], help=argparse.SUPPRESS
+    )
     args = p.parse_args()
-    names = args.workloads.split(",")
     dev = args.device
+    names = (
+        args.workloads.split(",")
+        if args.workloads
+        else [n for n, w in WORKLOADS.items() if dev == "cuda" or not w.get("cuda_only")]
+    )
     if args.side:  # a child run: one side, one workload, the rate as JSON
         rate = measure_side(args.side, names[0], dev, args.steps, args.repeats)
         print(json.dumps({"samples_per_s": rate}))
