@@ -61,8 +61,8 @@ except ImportError:
 PY
 
 status=0
-step "GPU tests (limit 120 s)"
-timeout 120 "$PY" -m pytest -q -m gpu -p no:cacheprovider tests 2>&1 | tee "$LOG/gpu-tests.txt"
+step "GPU tests (limit 100 s)"
+timeout 100 "$PY" -m pytest -q -m gpu -p no:cacheprovider tests 2>&1 | tee "$LOG/gpu-tests.txt"
 rc=${PIPESTATUS[0]}
 [ "$rc" -eq 0 ] || { echo "GPU tests failed (exit $rc)"; status=1; }
 
@@ -72,8 +72,8 @@ timeout 45 "$PY" benchmarks/ops.py --device cuda --repeat 5 --number 500 2>&1 \
 rc=${PIPESTATUS[0]}
 [ "$rc" -eq 0 ] || { echo "per-op benchmark failed (exit $rc)"; status=1; }
 
-step "GPU benchmarks: training steps beside PyTorch (limit 150 s)"
-timeout 150 "$PY" benchmarks/train.py --device cuda --steps 10 --repeats 3 2>&1 \
+step "GPU benchmarks: training steps beside PyTorch (limit 190 s)"
+timeout 190 "$PY" benchmarks/train.py --device cuda --steps 10 --repeats 3 2>&1 \
     | tee "$LOG/bench-train-cuda.md"
 rc=${PIPESTATUS[0]}
 [ "$rc" -eq 0 ] || { echo "training benchmark failed (exit $rc)"; status=1; }
