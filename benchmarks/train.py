@@ -200,17 +200,27 @@ class NumpyMLP:
 def samples_per_s(
     step: Callable[[], Any], batch: int, steps: int, repeats: int, sync: Callable[[], Any]
 ) -> float:
-    for _ in range(3):
+    """Median over repeats of samples/s; a repeat runs `steps` steps or, for steps that
+    take well under a millisecond, as many as fill MIN_REPEAT_S, so tiny models are timed
+    warm and over more than a few scheduler ticks."""
+    start = time.perf_counter()
+    warm = 0
+    while warm < 3 or time.perf_counter() - start < MIN_REPEAT_S:
         step()
+        warm += 1
     sync()
+    per_repeat = max(steps, warm)
     rates = []
     for _ in range(repeats):
         start = time.perf_counter()
-        for _ in range(steps):
+        for _ in range(per_repeat):
             step()
         sync()
-        rates.append(batch * steps / (time.perf_counter() - start))
+        rates.append(batch * per_repeat / (time.perf_counter() - start))
     return statistics.median(rates)
+
+
+MIN_REPEAT_S = 0.25
 
 
 WORKLOADS: dict[str, dict[str, Any]] = {
@@ -398,7 +408,10 @@ def main() -> None:
         "each side in its own process"
     )
     print(f"- BLAS: {blas_info()}")
-    print(f"- AdamW; median of {args.repeats} runs of {args.steps} steps after 3 warm-up steps\n")
+    print(
+        f"- AdamW; median of {args.repeats} runs of {args.steps} steps (or as many as fill "
+        f"{MIN_REPEAT_S} s) after a warm-up of at least 3 steps and {MIN_REPEAT_S} s\n"
+    )
     print(
         "| workload | engine samples/s | torch samples/s | numpy step samples/s "
         "| engine/torch | engine/numpy |"
