@@ -47,22 +47,35 @@ class Generator:
         return self._seed
 
     def get_state(self) -> Any:
-        """The full stream position as an int64 tensor of 6 values (safetensors-friendly)."""
+        """The full position of both streams as an int64 tensor of 8 values
+        (safetensors-friendly): the host PCG64 state in 6, then the GPU stream's key and
+        draw counter, so a restored checkpoint replays GPU dropout masks too."""
         from engine.tensor import wrap
 
         st = self._rng.bit_generator.state
         s, inc = st["state"]["state"], st["state"]["inc"]
-        words = [s >> 64, s & _MASK64, inc >> 64, inc & _MASK64, st["has_uint32"], st["uinteger"]]
+        words = [
+            s >> 64,
+            s & _MASK64,
+            inc >> 64,
+            inc & _MASK64,
+            st["has_uint32"],
+            st["uinteger"],
+            self._seed & _MASK64,
+            self._device_draws,
+        ]
         return wrap(np.array(words, dtype=np.uint64).view(np.int64), CPU)
 
     def set_state(self, state: Any) -> Generator:
         arr = np.asarray(state.numpy() if hasattr(state, "numpy") else state)
-        if arr.shape != (6,) or arr.dtype.kind not in "iu":
+        if arr.shape not in ((6,), (8,)) or arr.dtype.kind not in "iu":
             raise ValueError(
-                f"set_state: expected the int64 tensor of 6 values get_state() returns, "
-                f"got shape {arr.shape} dtype {arr.dtype}"
+                f"set_state: expected the int64 tensor of 8 values get_state() returns "
+                f"(or the 6 of the host stream alone), got shape {arr.shape} dtype {arr.dtype}"
             )
         w = [int(x) for x in arr.astype(np.int64).view(np.uint64)]
+        if len(w) == 8:  # the GPU stream's key and counter; a 6-value state leaves them be
+            self._seed, self._device_draws = w[6], w[7]
         self._rng.bit_generator.state = {
             "bit_generator": "PCG64",
             "state": {"state": (w[0] << 64) | w[1], "inc": (w[2] << 64) | w[3]},

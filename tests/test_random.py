@@ -312,3 +312,25 @@ def test_rand_like_and_randn_like() -> None:
     assert r.shape == (2, 3)
     assert r.dtype is engine.float64
     assert engine.randn_like(x, dtype=engine.float16).dtype is engine.float16
+
+
+def test_state_covers_the_gpu_streams_counter_too() -> None:
+    g = engine.Generator().manual_seed(5)
+    g.device_draw()
+    state = g.get_state()
+    assert tuple(state.shape) == (8,)
+    first = g.device_draw()
+    g.set_state(state)
+    assert g.device_draw() == first
+    other = engine.Generator().manual_seed(9)
+    other.set_state(state)  # another generator resumes the same GPU stream as well
+    assert other.device_draw() == first
+
+
+def test_a_host_only_state_of_six_values_still_loads() -> None:
+    g = engine.Generator().manual_seed(3)
+    host_only = g.get_state()[:6]
+    expected = engine.rand(4, generator=g).tolist()
+    g.manual_seed(11)
+    g.set_state(host_only)
+    assert engine.rand(4, generator=g).tolist() == expected
