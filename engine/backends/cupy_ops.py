@@ -12,6 +12,15 @@ import numpy as np
 from engine.backends import cuda_kernels as ck
 from engine.backends.numpy_ops import ArrayOps
 
+# An absent optional array: CuPy turns a None kernel argument into the address 0xffffffff,
+# not NULL (cupy/cupy#9046), so the kernels' `if (ptr)` tests would pass; an 8-byte zero
+# by value is a NULL pointer.
+_NULL = np.uint64(0)
+
+
+def _ptr(a: Any) -> Any:
+    return _NULL if a is None else a
+
 
 class CupyOps(ArrayOps):
     name = "cupy"
@@ -123,7 +132,7 @@ class CupyOps(ArrayOps):
                         (
                             table,
                             exp_avg[start:],
-                            *(None if a is None else a[start:] for a in moments),
+                            *(_NULL if a is None else a[start:] for a in moments),
                             np.int64(total),
                             *scalars,
                         ),
@@ -193,7 +202,9 @@ class CupyOps(ArrayOps):
             w, b = (None if a is None else xp.ascontiguousarray(a) for a in (w, b))
             with self.on():
                 ck.function("layer_norm_forward", ctype, self.index)(
-                    (m,), (ck.BLOCK,), (x, w, b, np.int64(n), x.dtype.type(eps), y, xhat, rstd)
+                    (m,),
+                    (ck.BLOCK,),
+                    (x, _ptr(w), _ptr(b), np.int64(n), x.dtype.type(eps), y, xhat, rstd),
                 )
         return y, xhat, rstd
 
@@ -220,7 +231,7 @@ class CupyOps(ArrayOps):
                 if m:
                     wc = None if w is None else xp.ascontiguousarray(w)
                     ck.function("layer_norm_backward", ctype, self.index)(
-                        (m,), (ck.BLOCK,), (g, xhat, rstd, wc, np.int64(n), gx)
+                        (m,), (ck.BLOCK,), (g, xhat, rstd, _ptr(wc), np.int64(n), gx)
                     )
             if want_w or want_b:
                 # a few row groups per column block, each summed into its own row of the
@@ -342,14 +353,14 @@ def _dropout(
                 ck.grid(n),
                 (ck.BLOCK,),
                 (
-                    x if fused else None,
+                    x if fused else _NULL,
                     np.int64(n),
                     np.uint64(seed),
                     np.uint64(offset),
                     np.float32(p),
                     kdtype(1 / (1 - p)),
                     mask,
-                    y,
+                    _ptr(y),
                 ),
             )
     mask = mask.astype(dtype, copy=False)
