@@ -84,7 +84,7 @@ class CupyOps(ArrayOps):
         ctype = ck.ctype_of(exp_avg.dtype)
         if (
             ctype is None
-            or any(g.dtype != exp_avg.dtype for g in grads)
+            or any(a.dtype != exp_avg.dtype for a in (*params, *grads))
             or not all(p.flags.c_contiguous for p in params)
         ):
             super().adam_update(
@@ -280,11 +280,11 @@ class CupyOps(ArrayOps):
         from engine.random import _LOW_BITS
 
         wide = np.float64 if d.np == np.float64 else np.float32
-        out = self.xp.empty(shape, dtype=wide)
         seed, offset = generator.device_draw()
-        if out.size:
-            span = b - a if kind == "uniform" else b
-            with self.on():
+        with self.on():  # allocated on this device, not the current one
+            out = self.xp.empty(shape, dtype=wide)
+            if out.size:
+                span = b - a if kind == "uniform" else b
                 ck.function("random", ck.ctype_of(wide), self.index)(
                     ck.grid(out.size),
                     (ck.BLOCK,),
@@ -299,7 +299,7 @@ class CupyOps(ArrayOps):
                         out,
                     ),
                 )
-        return out.astype(d.np, copy=False)
+            return out.astype(d.np, copy=False)
 
 
 def _pointwise(ops: CupyOps, name: str, x: Any) -> tuple[Any, Any] | None:
@@ -341,14 +341,14 @@ def _dropout(
     ctype = ck.ctype_of(dtype) or "float"
     kdtype = np.float64 if ctype == "double" else np.float32
     n = math.prod(shape)
-    mask = xp.empty(shape, dtype=kdtype)
     fused = x is not None and x.dtype == kdtype
-    if fused:
-        x = xp.ascontiguousarray(x)
-    y = xp.empty_like(mask) if fused else None
     seed, offset = generator.device_draw()
-    if n:
-        with ops.on():
+    with ops.on():  # allocated on this device, not the current one
+        mask = xp.empty(shape, dtype=kdtype)
+        if fused:
+            x = xp.ascontiguousarray(x)
+        y = xp.empty_like(mask) if fused else None
+        if n:
             ck.function("dropout", ctype, ops.index)(
                 ck.grid(n),
                 (ck.BLOCK,),
@@ -358,12 +358,14 @@ def _dropout(
                     np.uint64(seed),
                     np.uint64(offset),
                     np.float32(p),
-                    kdtype(1 / (1 - p)),
+                    # rounded to dtype first, as the CPU mask is: exact in kdtype, and
+                    # the 16-bit cast below then gives the CPU's value, not a double rounding
+                    kdtype(float(dtype.type(1 / (1 - p)))),
                     mask,
                     _ptr(y),
                 ),
             )
-    mask = mask.astype(dtype, copy=False)
-    if x is not None and y is None:
-        y = x * mask
+        mask = mask.astype(dtype, copy=False)
+        if x is not None and y is None:
+            y = x * mask
     return y, mask
