@@ -37,8 +37,8 @@ class EmbeddingBackward(Node):
         if self.counts is not None:  # scale_grad_by_freq: each row's gradient over its count
             g = g / self.counts[flat][:, None].astype(g.dtype)
         if self.padding_idx is not None:  # the padding row never gets a gradient
-            keep = flat != self.padding_idx
-            flat, g = flat[keep], g[keep]
+            # where, not a boolean-mask gather: the mask's size would be a host sync on CuPy
+            g = xp.where((flat != self.padding_idx)[:, None], g, gy.dtype.type(0))
         gw = xp.zeros((n, d), dtype=gy.dtype)
         self.ops.index_add(gw, flat, g)
         return None, gw
