@@ -15,9 +15,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-# The main job. For now: a short training run on the engine (later: `descent serve`).
+# The main job. Until the service exists (`descent serve`): one example job through the
+# CLI, in-process, with its progress bar; checkpoints and model under ./descent-data/jobs/.
 serve: $(STAMP)
-	$(PY) examples/train_mlp.py
+	$(VENV)/bin/descent train examples/digits-mlp.json
 
 test: $(STAMP)
 	$(PY) -m ruff check .

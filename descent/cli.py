@@ -1,0 +1,212 @@
+"""The `descent` command: train, validate and predict on this machine, with no server.
+
+User errors (a bad spec, bad data, a model that does not fit, a corrupt model file) end
+with one line on stderr and exit code 1, never a traceback; the jobs package raises them
+as SpecError, DataError, TrainingError and CheckpointError.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
+
+from engine.checkpoint import CheckpointError
+from jobs import datasets, models, training
+from jobs.callbacks import Callbacks
+from jobs.errors import DataError, SpecError
+from jobs.spec import JobSpec, check_components, load_spec
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Descent: train models described in JSON on Descent's own tensor engine.",
+)
+# soft wrap: a message or path stays one line that a person can copy
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
+USER_ERRORS = (SpecError, DataError, training.TrainingError, CheckpointError)
+GENERATED_TOKENS = 200
+
+
+class Device(StrEnum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn the errors a person can act on into a message and exit code 1."""
+    try:
+        yield
+    except USER_ERRORS as e:
+        err_console.print(f"[red]error:[/red] {e}", highlight=False)
+        raise typer.Exit(1) from None
+
+
+def _metrics_line(metrics: dict[str, float]) -> str:
+    return "  ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items()))
+
+
+class ProgressCallbacks(Callbacks):
+    """Draws the run as a rich progress bar, with a line per evaluation and event."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.task = progress.add_task("train", total=None, epoch=0, loss=0.0, lr=0.0, rate=0.0)
+
+    def on_step(self, step: int, metrics: dict[str, Any]) -> None:
+        self.progress.update(
+            self.task,
+            completed=step,
+            total=metrics["total_steps"],
+            epoch=metrics["epoch"],
+            loss=metrics["loss"],
+            lr=metrics["lr"],
+            rate=metrics["samples_per_s"],
+        )
+
+    def on_eval(self, step: int, metrics: dict[str, Any]) -> None:
+        self.progress.console.print(f"step {step}: {_metrics_line(metrics)}", highlight=False)
+
+    def on_event(self, kind: str, message: str) -> None:
+        style = "yellow" if kind == "warning" else "dim"
+        self.progress.console.print(f"[{style}]{message}[/{style}]", highlight=False)
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("epoch {task.fields[epoch]}"),
+        TextColumn("loss {task.fields[loss]:.4f}"),
+        TextColumn("lr {task.fields[lr]:.2e}"),
+        TextColumn("{task.fields[rate]:.0f} samples/s"),
+        TimeRemainingColumn(),
+        console=console,
+    )
+
+
+SpecArg = Annotated[Path, typer.Argument(help="the job spec, a JSON file")]
+
+
+@app.command()
+def train(
+    spec_path: SpecArg,
+    data_dir: Annotated[
+        Path, typer.Option("--data-dir", help="checkpoints and models go under DIR/jobs/NAME")
+    ] = Path("descent-data"),
+    resume: Annotated[
+        bool, typer.Option(help="continue from the job's newest checkpoint, if any")
+    ] = True,
+    device: Annotated[
+        Device | None, typer.Option(help="overrides the spec's resources.device")
+    ] = None,
+) -> None:
+    """Train SPEC here, with a progress bar; ends with the metrics and the model's path."""
+    with user_errors():
+        spec = load_spec(spec_path)
+        check_components(spec)
+        job_dir = data_dir / "jobs" / spec.name
+        with _progress() as progress:
+            result = training.run(
+                spec,
+                job_dir=job_dir,
+                callbacks=ProgressCallbacks(progress),
+                device=None if device is None else device.value,
+                resume=resume,
+            )
+    if result.resumed_from_step is not None:
+        console.print(f"resumed from step {result.resumed_from_step}")
+    console.print(f"{result.steps} steps: {_metrics_line(result.metrics)}", highlight=False)
+    console.print(f"model: {result.model_path}", highlight=False)
+
+
+@app.command()
+def validate(spec_path: SpecArg) -> None:
+    """Check SPEC: its fields, its data, and that the model fits the data (a dry run)."""
+    with user_errors():
+        spec = load_spec(spec_path)
+        check_components(spec)
+        bundle = datasets.load_data(spec.data, seed=spec.training.seed)
+        model = _build(spec, bundle)
+        models.dry_run(model, bundle.input_shape, dtype=models.input_dtype(model))
+        memory = models.estimate_memory_mb(
+            model, spec.data.batch_size, bundle.input_shape, spec.training.precision
+        )
+    console.print(f"{spec_path}: ok ({spec.name}, {bundle.task})", highlight=False)
+    console.print(f"parameters: {models.count_parameters(model):,}")
+    console.print(f"estimated memory: {memory:.1f} MB at batch size {spec.data.batch_size}")
+
+
+def _build(spec: JobSpec, bundle: datasets.DataBundle) -> Any:
+    return models.build_model(
+        spec.model,
+        input_shape=bundle.input_shape,
+        num_classes=bundle.num_classes,
+        vocab_size=bundle.vocab_size,
+        context=bundle.context,
+    )
+
+
+def _read_features(path: Path, label_column: str | None) -> np.ndarray:
+    """The feature rows of a .npz (array "x") or a .csv (header row; a label column, if
+    present, is dropped so a labelled test file predicts as is)."""
+    if not path.is_file():
+        raise DataError(str(path), "no such file")
+    if path.suffix.lower() == ".npz":
+        with np.load(path, allow_pickle=False) as arrays:
+            if "x" not in arrays:
+                raise DataError(str(path), f"no array 'x' in it (found {sorted(arrays.files)})")
+            return arrays["x"]
+    if path.suffix.lower() != ".csv":
+        raise DataError(str(path), "predict reads .npz (array x) or .csv files")
+    rows = list(csv.reader(io.StringIO(path.read_text(encoding="utf-8"))))
+    header, body = rows[0], [r for r in rows[1:] if r]
+    keep = [i for i, name in enumerate(header) if name.strip() != (label_column or "label")]
+    try:
+        return np.array([[float(r[i]) for i in keep] for r in body])
+    except (ValueError, IndexError) as e:
+        raise DataError(str(path), f"not a numeric table ({e})") from None
+
+
+@app.command()
+def predict(
+    model_dir: Annotated[Path, typer.Argument(help="a job dir or its model.safetensors")],
+    input: Annotated[
+        str, typer.Argument(help="a .npz/.csv of samples, or a text prompt for a language model")
+    ],
+) -> None:
+    """Run a trained model on INPUT with the preprocessing it was trained with."""
+    with user_errors():
+        if not Path(model_dir).exists():
+            raise DataError(str(model_dir), "no such model file or job directory")
+        trained = training.load_trained_model(model_dir)
+        if trained.task == "language_model":
+            text = trained.generate(input, GENERATED_TOKENS)
+            console.print(input + text, highlight=False, markup=False)
+            return
+        outputs = trained.predict(_read_features(Path(input), trained.spec.data.label_column))
+    show: Callable[[Any], str] = str
+    classes = trained.preprocessing.get("classes")
+    if trained.task == "classification" and classes is not None:
+        show = lambda i: str(classes[int(i)])  # noqa: E731 - labels as the training data named them
+    for row in np.atleast_1d(outputs):
+        console.print(show(row), highlight=False)

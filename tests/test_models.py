@@ -1,0 +1,315 @@
+"""jobs.models: layer lists and architectures build, dry-run on their input shapes, name
+the layer that does not fit, and match their PyTorch twins (examples/torch_models.py)
+key for key and output for output, through fixtures made by tests/make_model_fixtures.py."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from fixture_meta import FIXTURES, check_meta
+from make_model_fixtures import CASES, sample_input
+
+import engine
+from engine import nn
+from jobs.errors import SpecError
+from jobs.models import (
+    ResNet,
+    TransformerLM,
+    build_model,
+    count_parameters,
+    dry_run,
+    estimate_memory_mb,
+    input_dtype,
+)
+from jobs.spec import ModelSpec
+
+META = check_meta("models")
+
+
+def build(name: str) -> nn.Module:
+    spec, shape, num_classes, vocab, context = CASES[name]
+    return build_model(
+        ModelSpec.model_validate(spec),
+        input_shape=shape,
+        num_classes=num_classes,
+        vocab_size=vocab,
+        context=context,
+    )
+
+
+def layers_model(*layers: dict[str, Any]) -> nn.Module:
+    return build_model(
+        ModelSpec.model_validate({"layers": list(layers)}), input_shape=(64,), num_classes=10
+    )
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_state_dict_and_parameter_count_match_the_torch_twin(name: str) -> None:
+    want = META["cases"][name]
+    model = build(name)
+    got = {
+        k: [list(v.shape), str(v.dtype).removeprefix("engine.")]
+        for k, v in model.state_dict().items()
+    }
+    assert got == want["keys"]
+    assert count_parameters(model) == want["parameters"]
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_twin_weights_load_and_predict_the_same(name: str) -> None:
+    model = build(name)
+    model.load_state_dict(engine.load(FIXTURES / f"models.{name}.safetensors"))
+    model.eval()
+    x = sample_input(name)
+    np.testing.assert_array_equal(x, np.asarray(META["cases"][name]["input"], dtype=x.dtype))
+    with engine.no_grad():
+        out = model(engine.tensor(x)).numpy()
+    np.testing.assert_allclose(out, np.asarray(META["cases"][name]["output"]), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("spec", "shape", "out"),
+    [
+        ({"architecture": "mlp"}, (64,), (10,)),
+        ({"architecture": "mlp", "args": {"hidden": [], "dropout": 0.2}}, (1, 8, 8), (10,)),
+        ({"architecture": "cnn"}, (1, 8, 8), (10,)),
+        ({"architecture": "cnn", "args": {"channels": [4, 4, 4]}}, (3, 16, 12), (10,)),
+        ({"architecture": "resnet"}, (1, 8, 8), (10,)),
+        ({"architecture": "resnet", "args": {"channels": [4]}}, (3, 5, 7), (10,)),
+    ],
+)
+def test_classifiers_dry_run_on_their_input_shapes(
+    spec: dict[str, Any], shape: tuple[int, ...], out: tuple[int, ...]
+) -> None:
+    model = build_model(ModelSpec.model_validate(spec), input_shape=shape, num_classes=10)
+    assert input_dtype(model) == engine.float32
+    assert dry_run(model, shape, dtype=engine.float32) == out
+
+
+def test_transformer_lm_is_causal_and_sized_by_the_data() -> None:
+    spec = ModelSpec.model_validate({"architecture": "transformer_lm", "args": {"dropout": 0.0}})
+    model = build_model(spec, input_shape=(16,), num_classes=None, vocab_size=40, context=16)
+    assert isinstance(model, TransformerLM)
+    assert input_dtype(model) == engine.int64
+    assert dry_run(model, (16,), dtype=engine.int64) == (16, 40)
+    assert dry_run(model, (5,), dtype=engine.int64) == (5, 40)  # shorter windows work too
+    a = engine.randint(0, 40, (2, 16))
+    b = a.clone()
+    b[:, 9:] = 0
+    with engine.no_grad():
+        la, lb = model(a), model(b)
+    # the logits at positions 0..8 see only tokens 0..8, which a and b share
+    np.testing.assert_allclose(la[:, :9].numpy(), lb[:, :9].numpy(), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(la[:, 9:].numpy(), lb[:, 9:].numpy())
+    with pytest.raises(SpecError, match=r"^model: .*longer than its context \(16\)"):
+        dry_run(model, (17,), dtype=engine.int64)
+
+
+@pytest.mark.parametrize("name", ["resnet", "transformer_lm"])
+def test_gradient_checkpointing_gives_the_same_gradients(name: str) -> None:
+    grads = []
+    for enabled in (False, True):
+        engine.manual_seed(1)
+        model = build(name)
+        model.gradient_checkpointing = enabled
+        x = engine.tensor(sample_input(name))
+        model(x).float().pow(2).mean().backward()
+        grads.append([p.grad.numpy() for p in model.parameters()])
+    for plain, recomputed in zip(*grads, strict=True):
+        np.testing.assert_allclose(recomputed, plain, rtol=1e-5, atol=1e-7)
+
+
+def test_dry_run_names_the_layer_and_both_numbers() -> None:
+    model = layers_model(
+        {"type": "Linear", "in_features": 64, "out_features": 128},
+        {"type": "ReLU"},
+        {"type": "Dropout", "p": 0.1},
+        {"type": "Linear", "in_features": 64, "out_features": 10},
+    )
+    with pytest.raises(SpecError) as info:
+        dry_run(model, (64,), dtype=engine.float32)
+    assert str(info.value) == (
+        "model.layers[3]: Linear expects 64 input features, the previous layer gives 128"
+    )
+    with pytest.raises(SpecError) as info:
+        dry_run(model, (32,), dtype=engine.float32)
+    assert str(info.value) == "model.layers[0]: Linear expects 64 input features, the data gives 32"
+
+
+def test_dry_run_names_nested_layers_and_leaves_the_model_as_it_was() -> None:
+    model = layers_model(
+        {"type": "Linear", "in_features": 64, "out_features": 32},
+        {"type": "BatchNorm1d", "num_features": 32},
+        {
+            "type": "Sequential",
+            "layers": [
+                {"type": "Linear", "in_features": 32, "out_features": 16},
+                {"type": "LayerNorm", "normalized_shape": [8]},
+            ],
+        },
+    )
+    bn = model[1]
+    before = bn.running_mean.numpy().copy()
+    with pytest.raises(SpecError) as info:
+        dry_run(model, (64,), dtype=engine.float32)
+    assert info.value.path == "model.layers[2].layers[1]"
+    assert (
+        info.value.reason == "LayerNorm expects trailing shape (8,), the previous layer gives (16,)"
+    )
+    assert model.training and bn.training
+    np.testing.assert_array_equal(bn.running_mean.numpy(), before)
+    assert all(not m._forward_pre_hooks and not m._forward_hooks for m in model.modules())
+
+
+@pytest.mark.parametrize(
+    ("layers", "shape", "path", "reason"),
+    [
+        (
+            [{"type": "Conv2d", "in_channels": 3, "out_channels": 4, "kernel_size": 3}],
+            (1, 8, 8),
+            "model.layers[0]",
+            "Conv2d expects 3 input channels, the data gives 1",
+        ),
+        (
+            [{"type": "Conv2d", "in_channels": 1, "out_channels": 4, "kernel_size": 3}],
+            (64,),
+            "model.layers[0]",
+            "Conv2d expects images (C, H, W), the data gives shape (64,)",
+        ),
+        (
+            [{"type": "Flatten"}, {"type": "BatchNorm1d", "num_features": 5}],
+            (1, 8, 8),
+            "model.layers[1]",
+            "BatchNorm1d expects 5 features, the previous layer gives 64",
+        ),
+        (
+            [{"type": "MaxPool2d", "kernel_size": 16}],
+            (1, 8, 8),
+            "model.layers[0]",
+            "MaxPool2d cannot take the data's samples of shape (1, 8, 8)",
+        ),
+    ],
+)
+def test_dry_run_other_mismatches(
+    layers: list[dict[str, Any]], shape: tuple[int, ...], path: str, reason: str
+) -> None:
+    model = build_model(
+        ModelSpec.model_validate({"layers": layers}), input_shape=shape, num_classes=10
+    )
+    with pytest.raises(SpecError) as info:
+        dry_run(model, shape, dtype=engine.float32)
+    assert info.value.path == path and info.value.reason.startswith(reason), info.value
+
+
+@pytest.mark.parametrize(
+    ("layer", "path", "reason"),
+    [
+        ({"type": "Linearr"}, "model.layers[1].type", "unknown layer 'Linearr'; engine.nn has"),
+        ({"type": "CrossEntropyLoss"}, "model.layers[1].type", "unknown layer"),
+        ({"type": "ModuleList"}, "model.layers[1].type", "unknown layer"),
+        ({"type": "Linear", "in_features": 8}, "model.layers[1].out_features", "required argument"),
+        (
+            {"type": "Linear", "in_features": 8, "out_features": 2, "bias_": True},
+            "model.layers[1].bias_",
+            "unexpected argument for Linear",
+        ),
+        (
+            {"type": "Linear", "in_features": 8, "out_features": 2, "dtype": "float64"},
+            "model.layers[1].dtype",
+            "set by the job",
+        ),
+        (
+            {"type": "Conv2d", "in_channels": 1, "out_channels": 2, "kernel_size": 3,
+             "padding_mode": "mirror"},
+            "model.layers[1].padding_mode",
+            "Conv2d: padding_mode must be one of",
+        ),
+        ({"type": "Dropout", "p": 2}, "model.layers[1]", "Dropout: dropout probability"),
+        (
+            {"type": "Sequential", "layers": [{"type": "ReLU"}, {"type": "Tanhh"}]},
+            "model.layers[1].layers[1].type",
+            "unknown layer",
+        ),
+    ],
+)  # fmt: skip
+def test_bad_layers_name_their_path(layer: dict[str, Any], path: str, reason: str) -> None:
+    with pytest.raises(SpecError) as info:
+        layers_model({"type": "ReLU"}, layer)
+    assert info.value.path == path and info.value.reason.startswith(reason), info.value
+
+
+def test_layer_arguments_from_json_lists() -> None:
+    model = layers_model(
+        {"type": "Unflatten", "dim": 1, "unflattened_size": [1, 8, 8]},
+        {"type": "Conv2d", "in_channels": 1, "out_channels": 2, "kernel_size": [3, 5]},
+    )
+    assert dry_run(model, (64,), dtype=engine.float32) == (2, 6, 4)
+
+
+CANNOT_TAKE = [
+    ({"architecture": "cnn"}, (64,), 10, None, "model.architecture", "cnn takes images"),
+    ({"architecture": "resnet"}, (8, 8), 10, None, "model.architecture", "resnet takes images"),
+    (
+        {"architecture": "cnn", "args": {"channels": [4, 4, 4, 4]}},
+        (1, 8, 8),
+        10,
+        None,
+        "model.args.channels",
+        "4 pooling stages halve 8x8 images to nothing",
+    ),
+    ({"architecture": "mlp"}, (64,), None, None, "model.architecture", "mlp is a classifier"),
+    (
+        {"architecture": "transformer_lm"},
+        (16,),
+        None,
+        30,
+        "model.architecture",
+        "transformer_lm needs token data",
+    ),
+]
+
+
+@pytest.mark.parametrize(("spec", "shape", "classes", "vocab", "path", "reason"), CANNOT_TAKE)
+def test_architectures_refuse_data_they_cannot_take(
+    spec: dict[str, Any],
+    shape: tuple[int, ...],
+    classes: int | None,
+    vocab: int | None,
+    path: str,
+    reason: str,
+) -> None:
+    with pytest.raises(SpecError) as info:
+        build_model(
+            ModelSpec.model_validate(spec), input_shape=shape, num_classes=classes, vocab_size=vocab
+        )
+    assert info.value.path == path and info.value.reason.startswith(reason), info.value
+
+
+def test_resnet_tree() -> None:
+    spec = ModelSpec.model_validate(
+        {"architecture": "resnet", "args": {"channels": [8, 16], "blocks_per_stage": 2}}
+    )
+    model = build_model(spec, input_shape=(3, 8, 8), num_classes=5)
+    assert isinstance(model, ResNet)
+    strides = [b.conv1.stride for b in model.blocks]
+    assert strides == [(1, 1), (1, 1), (2, 2), (1, 1)]
+    assert [b.downsample is not None for b in model.blocks] == [False, False, True, False]
+
+
+def test_memory_estimate() -> None:
+    model = build("mlp")  # 64 -> 128 -> 128 -> 10
+    params = count_parameters(model)
+    assert params == 64 * 128 + 128 + 128 * 128 + 128 + 128 * 10 + 10
+    # leaf outputs of one sample: Flatten 64, (Linear, ReLU, Dropout) 3 * 128 twice, Linear 10
+    activations = 64 + 6 * 128 + 10
+    fp32 = estimate_memory_mb(model, 32, (64,), "fp32")
+    assert fp32 == pytest.approx((16 * params + 2 * 4 * 32 * activations) / 2**20)
+    bf16 = estimate_memory_mb(model, 32, (64,), "bf16")
+    assert bf16 == pytest.approx((18 * params + 2 * 2 * 32 * activations) / 2**20)
+    assert estimate_memory_mb(model, 64, (64,), "fp32") > fp32
+    # each attention's scores count: heads * T * T a sample, per layer
+    lm = build("transformer_lm")  # 2 layers of 4 heads
+    short, long = (estimate_memory_mb(lm, 8, (t,), "fp32") for t in (4, 12))
+    assert (long - short) * 2**20 > 2 * 4 * (12 * 12 - 4 * 4) * 8 * 4 * 2
