@@ -148,11 +148,15 @@ def validate(spec_path: SpecArg) -> None:
         bundle = datasets.load_data(spec.data, seed=spec.training.seed)
         model = _build(spec, bundle)
         models.dry_run(model, bundle.input_shape, dtype=models.input_dtype(model))
-        memory = models.estimate_memory_mb(
-            model, spec.data.batch_size, bundle.input_shape, spec.training.precision
+        params, memory = models.check_limits(
+            model,
+            batch_size=spec.data.batch_size,
+            input_shape=bundle.input_shape,
+            precision=spec.training.precision,
+            memory_limit_mb=spec.resources.memory_limit_mb,
         )
     console.print(f"{spec_path}: ok ({spec.name}, {bundle.task})", highlight=False)
-    console.print(f"parameters: {models.count_parameters(model):,}")
+    console.print(f"parameters: {params:,}")
     console.print(f"estimated memory: {memory:.1f} MB at batch size {spec.data.batch_size}")
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import os
 import re
 from typing import Any
 
@@ -426,3 +427,42 @@ def estimate_memory_mb(
     state_bytes = params * (16 + (2 if half else 0)) + buffers * 4
     activation_bytes = per_sample[0] * batch_size * _PRECISION_BYTES[precision] * 2
     return (state_bytes + activation_bytes) / 2**20
+
+
+# Service-wide ceilings, set by whoever runs the service; a spec's own
+# resources.memory_limit_mb can only be lower.
+MAX_PARAMETERS_ENV, MAX_MEMORY_ENV = "DESCENT_MAX_PARAMETERS", "DESCENT_MAX_MEMORY_MB"
+DEFAULT_MAX_PARAMETERS = 1_000_000_000
+
+
+def check_limits(
+    model: nn.Module,
+    *,
+    batch_size: int,
+    input_shape: tuple[int, ...],
+    precision: str,
+    memory_limit_mb: int | None,
+) -> tuple[int, float]:
+    """(parameters, estimated MiB) of a training run, or a SpecError naming the limit the
+    run would break: the spec's resources.memory_limit_mb, DESCENT_MAX_MEMORY_MB or
+    DESCENT_MAX_PARAMETERS (default 10**9)."""
+    params = count_parameters(model)
+    max_params = int(os.environ.get(MAX_PARAMETERS_ENV, DEFAULT_MAX_PARAMETERS))
+    if params > max_params:
+        raise SpecError(
+            "model",
+            f"{params:,} parameters exceed the limit of {max_params:,} ({MAX_PARAMETERS_ENV})",
+        )
+    memory = estimate_memory_mb(model, batch_size, input_shape, precision)
+    service_limit = os.environ.get(MAX_MEMORY_ENV)
+    for limit, source in (
+        (memory_limit_mb, "resources.memory_limit_mb"),
+        (None if service_limit is None else float(service_limit), MAX_MEMORY_ENV),
+    ):
+        if limit is not None and memory > limit:
+            raise SpecError(
+                "resources.memory_limit_mb",
+                f"the run needs about {memory:,.0f} MB at batch size {batch_size}, over the "
+                f"limit of {limit:,.0f} MB ({source}); lower data.batch_size or the model's size",
+            )
+    return params, memory

@@ -170,6 +170,13 @@ class _Run:
             vocab_size=bundle.vocab_size,
             context=bundle.context,
         ).to(device)
+        models.check_limits(
+            self.model,
+            batch_size=spec.data.batch_size,
+            input_shape=bundle.input_shape,
+            precision=training.precision,
+            memory_limit_mb=spec.resources.memory_limit_mb,
+        )
         if training.gradient_checkpointing:
             if not hasattr(self.model, "gradient_checkpointing"):
                 raise TrainingError(

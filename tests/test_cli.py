@@ -104,3 +104,20 @@ def test_predict_on_a_missing_model_is_a_user_error(tmp_path: Path) -> None:
     result = runner.invoke(app, ["predict", str(tmp_path / "nope"), "x.npz"])
     assert result.exit_code == 1
     assert "no such model" in result.output
+
+
+def test_validate_refuses_a_run_over_its_memory_or_parameter_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = json.loads((EXAMPLES / "digits-mlp.json").read_text())
+    layers = spec["model"]["layers"]
+    layers[0]["out_features"] = layers[-1]["in_features"] = 2048  # ~150k parameters, ~2.5 MB
+    spec["resources"] = {"memory_limit_mb": 1}
+    path = tmp_path / "tight.json"
+    path.write_text(json.dumps(spec))
+    result = runner.invoke(app, ["validate", str(path)])
+    assert result.exit_code == 1
+    assert "resources.memory_limit_mb" in result.output and "limit of 1 MB" in result.output
+    monkeypatch.setenv("DESCENT_MAX_PARAMETERS", "1000")
+    result = runner.invoke(app, ["validate", str(EXAMPLES / "digits-mlp.json")])
+    assert result.exit_code == 1 and "DESCENT_MAX_PARAMETERS" in result.output
