@@ -170,6 +170,8 @@ class _Run:
             vocab_size=bundle.vocab_size,
             context=bundle.context,
         ).to(device)
+        # fail before training on a shape mismatch, naming the layer (eval mode: no RNG use)
+        models.dry_run(self.model, bundle.input_shape, dtype=models.input_dtype(self.model))
         models.check_limits(
             self.model,
             batch_size=spec.data.batch_size,

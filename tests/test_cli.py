@@ -121,3 +121,16 @@ def test_validate_refuses_a_run_over_its_memory_or_parameter_limit(
     monkeypatch.setenv("DESCENT_MAX_PARAMETERS", "1000")
     result = runner.invoke(app, ["validate", str(EXAMPLES / "digits-mlp.json")])
     assert result.exit_code == 1 and "DESCENT_MAX_PARAMETERS" in result.output
+
+
+def test_train_refuses_a_model_that_does_not_fit_the_data_before_any_step(tmp_path: Path) -> None:
+    spec = json.loads((EXAMPLES / "digits-mlp.json").read_text())
+    spec["model"]["layers"][-1]["in_features"] = 64  # the previous layer gives 128
+    path = tmp_path / "misfit.json"
+    path.write_text(json.dumps(spec))
+    result = runner.invoke(app, ["train", str(path), "--data-dir", str(tmp_path / "data")])
+    assert result.exit_code == 1
+    assert "model.layers[3]" in result.output and "128" in result.output
+    assert not (tmp_path / "data" / "jobs" / "digits-mlp" / "checkpoints").exists() or not any(
+        (tmp_path / "data" / "jobs" / "digits-mlp" / "checkpoints").iterdir()
+    )
