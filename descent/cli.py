@@ -1,4 +1,5 @@
-"""The `descent` command: train, validate and predict on this machine, with no server.
+"""The `descent` command: train, validate and predict on this machine, with no server;
+migrate the service's database.
 
 User errors (a bad spec, bad data, a model that does not fit, a corrupt model file) end
 with one line on stderr and exit code 1, never a traceback; the jobs package raises them
@@ -214,3 +215,42 @@ def predict(
         show = lambda i: str(classes[int(i)])  # noqa: E731 - labels as the training data named them
     for row in np.atleast_1d(outputs):
         console.print(show(row), highlight=False)
+
+
+@app.command()
+def migrate(
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            "--database-url",
+            help="a SQLAlchemy URL; default DESCENT_DATABASE_URL, else the SQLite file in "
+            "DESCENT_DATA_DIR",
+        ),
+    ] = None,
+) -> None:
+    """Create or upgrade the service's database to the newest schema."""
+    # imported here: train, validate and predict need no database libraries
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, OperationalError
+
+    from jobs.settings import get_settings
+    from jobs.store import migrate as migrate_store
+
+    url = database_url or get_settings().database_url
+    try:
+        shown = make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        err_console.print(
+            "[red]error:[/red] the database URL is not a SQLAlchemy URL "
+            "(e.g. postgresql+psycopg://user:password@host/db or sqlite:///path/descent.db)",
+            highlight=False,
+        )
+        raise typer.Exit(1) from None
+    try:
+        migrate_store(url)
+    except (ArgumentError, OperationalError) as e:
+        # the shown URL hides the password; the driver's own message names host and port
+        reason = getattr(e, "orig", None) or e
+        err_console.print(f"[red]error:[/red] cannot migrate {shown}: {reason}", highlight=False)
+        raise typer.Exit(1) from None
+    console.print(f"{shown}: schema up to date", highlight=False)

@@ -1,1 +1,2 @@
-"""The domain: job specs, the training loop, data sets and the store; arrives with jobs."""
+"""The domain, no web or queue code: job specs, models, data sets, the training loop,
+settings and the store (shared/DESIGN.md)."""

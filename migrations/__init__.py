@@ -1,1 +1,5 @@
-"""Alembic migrations against the jobs store; arrive with the store."""
+"""Alembic migrations of the jobs store (jobs.store.models), for SQLite and PostgreSQL.
+
+Applied by `jobs.store.migrate` / `descent migrate`, which configure Alembic in code;
+there is no alembic.ini.
+"""
