@@ -1,5 +1,5 @@
 """The `descent` command: train, validate and predict on this machine, with no server;
-migrate the service's database.
+migrate the service's database; serve the API.
 
 User errors (a bad spec, bad data, a model that does not fit, a corrupt model file) end
 with one line on stderr and exit code 1, never a traceback; the jobs package raises them
@@ -254,3 +254,59 @@ def migrate(
         err_console.print(f"[red]error:[/red] cannot migrate {shown}: {reason}", highlight=False)
         raise typer.Exit(1) from None
     console.print(f"{shown}: schema up to date", highlight=False)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="the address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="the port to listen on")] = 8000,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--data-dir",
+            help="the SQLite file, data sets and job files; default DESCENT_DATA_DIR, else "
+            "./descent-data",
+        ),
+    ] = None,
+    workers: Annotated[
+        int, typer.Option(min=0, help="worker processes to start beside the API")
+    ] = 1,
+    no_worker: Annotated[
+        bool, typer.Option("--no-worker", help="the API only (workers run elsewhere)")
+    ] = False,
+) -> None:
+    """Run the service: migrations applied, the API on HOST:PORT; prints the URL and a key."""
+    # imported here: train, validate and predict need no web server
+    import uvicorn
+    from sqlalchemy.exc import ArgumentError, OperationalError
+
+    from jobs.settings import Settings, get_settings
+    from jobs.store import make_engine, make_session_factory
+    from jobs.store import migrate as migrate_store
+    from jobs.store import repository as repo
+    from server.app import create_app
+
+    settings = get_settings() if data_dir is None else Settings(data_dir=data_dir)
+    try:
+        migrate_store(settings.database_url)
+    except (ArgumentError, OperationalError) as e:
+        reason = getattr(e, "orig", None) or e
+        err_console.print(f"[red]error:[/red] cannot open the database: {reason}", highlight=False)
+        raise typer.Exit(1) from None
+    base = f"http://{host}:{port}"
+    console.print(f"Descent API: {base}/api/v1  (docs: {base}/docs)", highlight=False)
+    if settings.api_key is not None:
+        console.print("API key: the one in DESCENT_API_KEY (an admin key)", highlight=False)
+    else:
+        engine = make_engine(settings.database_url)
+        with make_session_factory(engine)() as session:
+            _, secret = repo.create_key(session, "descent serve", admin=True)
+        engine.dispose()
+        console.print(f"API key (admin, shown once): {secret}", highlight=False)
+    if workers and not no_worker:
+        # the worker slice starts them here; until then jobs wait in the store, queued
+        console.print(
+            "workers: not started (they arrive with the worker slice); jobs stay queued",
+            highlight=False,
+        )
+    uvicorn.run(create_app(settings), host=host, port=port)

@@ -1,0 +1,88 @@
+"""The routes' dependencies as `Annotated` aliases: a store session, the settings, the
+calling key (any, or admin), and the objects the app holds (job queue, model cache).
+
+Everything comes from `request.app.state`, set up by `create_app`, so that two apps in
+one process (tests) never share a database or a cache.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from jobs.settings import Settings
+from jobs.store import repository as repo
+from jobs.store.models import ApiKey
+from server.job_queue import JobQueue
+from server.model_cache import ModelCache
+
+# auto_error=False: a missing or non-Bearer header is ours to answer, with a 401 that says
+# what to send (HTTPBearer's own answer is a 403)
+_bearer = HTTPBearer(auto_error=False, description="an API key: Authorization: Bearer dsk_...")
+
+
+# job and data set ids are the store's UUID strings (models.new_id); anything else names
+# nothing, and is answered 404 without asking the database
+_STORE_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def is_store_id(value: str) -> bool:
+    return _STORE_ID.fullmatch(value) is not None
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    with request.app.state.sessions() as session:
+        yield session
+
+
+def get_app_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_job_queue(request: Request) -> JobQueue:
+    return request.app.state.job_queue
+
+
+def get_model_cache(request: Request) -> ModelCache:
+    return request.app.state.model_cache
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+JobQueueDep = Annotated[JobQueue, Depends(get_job_queue)]
+ModelCacheDep = Annotated[ModelCache, Depends(get_model_cache)]
+
+
+def _unauthorized(reason: str) -> HTTPException:
+    return HTTPException(
+        status.HTTP_401_UNAUTHORIZED, reason, headers={"WWW-Authenticate": "Bearer"}
+    )
+
+
+def get_current_key(
+    session: SessionDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> ApiKey:
+    if credentials is None:
+        raise _unauthorized("no API key: send the header Authorization: Bearer <key>")
+    key = repo.authenticate(session, credentials.credentials)
+    if key is None:
+        raise _unauthorized("the API key is not valid or was revoked")
+    return key
+
+
+CurrentKey = Annotated[ApiKey, Depends(get_current_key)]
+
+
+def get_admin_key(key: CurrentKey) -> ApiKey:
+    if not key.admin:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "this needs an admin key")
+    return key
+
+
+AdminKey = Annotated[ApiKey, Depends(get_admin_key)]
