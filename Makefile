@@ -15,10 +15,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-# The main job. Until the service exists (`descent serve`): one example job through the
-# CLI, in-process, with its progress bar; checkpoints and model under ./descent-data/jobs/.
+# The main job: the service on its embedded default (SQLite and a filesystem broker under
+# ./descent-data, migrations applied, the API on 127.0.0.1:8000, one worker process).
 serve: $(STAMP)
-	$(VENV)/bin/descent train examples/digits-mlp.json
+	$(VENV)/bin/descent serve
 
 test: $(STAMP)
 	$(PY) -m ruff check .

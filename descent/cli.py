@@ -1,5 +1,5 @@
 """The `descent` command: train, validate and predict on this machine, with no server;
-migrate the service's database; serve the API.
+migrate the service's database; serve the API; run a worker.
 
 User errors (a bad spec, bad data, a model that does not fit, a corrupt model file) end
 with one line on stderr and exit code 1, never a traceback; the jobs package raises them
@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import csv
 import io
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import StrEnum
@@ -275,38 +279,103 @@ def serve(
         bool, typer.Option("--no-worker", help="the API only (workers run elsewhere)")
     ] = False,
 ) -> None:
-    """Run the service: migrations applied, the API on HOST:PORT; prints the URL and a key."""
+    """Run the service: migrations applied, the API on HOST:PORT, the reaper, and
+    worker processes on the same broker; prints the URL and a key."""
     # imported here: train, validate and predict need no web server
     import uvicorn
     from sqlalchemy.exc import ArgumentError, OperationalError
 
-    from jobs.settings import Settings, get_settings
+    from jobs.settings import get_settings
     from jobs.store import make_engine, make_session_factory
     from jobs.store import migrate as migrate_store
     from jobs.store import repository as repo
-    from server.app import create_app
 
-    settings = get_settings() if data_dir is None else Settings(data_dir=data_dir)
+    if data_dir is not None:
+        # through the environment, so that the Celery app (configured at import) and the
+        # worker processes started below read the same data dir
+        os.environ["DESCENT_DATA_DIR"] = str(data_dir)
+        get_settings.cache_clear()
+    settings = get_settings()
     try:
         migrate_store(settings.database_url)
     except (ArgumentError, OperationalError) as e:
         reason = getattr(e, "orig", None) or e
         err_console.print(f"[red]error:[/red] cannot open the database: {reason}", highlight=False)
         raise typer.Exit(1) from None
+
+    from server.app import create_app
+    from workers.queue import CeleryQueue
+    from workers.reaper import Reaper
+
     base = f"http://{host}:{port}"
     console.print(f"Descent API: {base}/api/v1  (docs: {base}/docs)", highlight=False)
+    engine = make_engine(settings.database_url)
+    sessions = make_session_factory(engine)
     if settings.api_key is not None:
         console.print("API key: the one in DESCENT_API_KEY (an admin key)", highlight=False)
     else:
-        engine = make_engine(settings.database_url)
-        with make_session_factory(engine)() as session:
+        with sessions() as session:
             _, secret = repo.create_key(session, "descent serve", admin=True)
-        engine.dispose()
         console.print(f"API key (admin, shown once): {secret}", highlight=False)
-    if workers and not no_worker:
-        # the worker slice starts them here; until then jobs wait in the store, queued
-        console.print(
-            "workers: not started (they arrive with the worker slice); jobs stay queued",
-            highlight=False,
-        )
-    uvicorn.run(create_app(settings), host=host, port=port)
+    count = 0 if no_worker else workers
+    worker_processes = [
+        subprocess.Popen([sys.executable, "-m", "descent", "worker"]) for _ in range(count)
+    ]
+    console.print(f"workers: {count} (descent worker)", highlight=False)
+    job_queue = CeleryQueue()
+    reaper = Reaper(sessions, job_queue, settings)
+    reaper.start()
+    try:
+        uvicorn.run(create_app(settings, job_queue=job_queue), host=host, port=port)
+    finally:
+        reaper.stop()
+        _stop_processes(worker_processes)
+        engine.dispose()
+
+
+# A worker's warm shutdown waits for its jobs to checkpoint and hand themselves back.
+WORKER_STOP_SECONDS = 90.0
+
+
+def _stop_processes(processes: list[subprocess.Popen[bytes]]) -> None:
+    for process in processes:
+        process.send_signal(signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(timeout=WORKER_STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@app.command()
+def worker(
+    queues: Annotated[
+        str, typer.Option(help="the queues to take jobs from, comma-separated: cpu, gpu")
+    ] = "cpu",
+    concurrency: Annotated[
+        int, typer.Option(min=1, help="jobs this worker runs at once, each in a process")
+    ] = 1,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option("--data-dir", help="default DESCENT_DATA_DIR, else ./descent-data"),
+    ] = None,
+) -> None:
+    """Run a worker: takes jobs from the broker (DESCENT_BROKER_URL, else the embedded
+    one in the data dir) and trains each in a child process."""
+    if data_dir is not None:
+        os.environ["DESCENT_DATA_DIR"] = str(data_dir)
+    from workers.celery_app import app as celery_app
+
+    celery_app.worker_main(
+        [
+            "worker",
+            f"--queues={queues}",
+            f"--concurrency={concurrency}",
+            "--loglevel=INFO",
+            # the embedded broker has no broadcast; workers need not know each other
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        ]
+    )

@@ -262,7 +262,7 @@ class _Run:
                 last_value=saved["last_value"],
             )
             self.metrics = dict(ckpt.metadata.get("metrics", {}))
-            self.callbacks.on_event("info", f"resumed from checkpoint {path.name}")
+            self.callbacks.on_event("info", f"resumed from step {step} (checkpoint {path.name})")
             return step
         return None
 

@@ -7,7 +7,6 @@ one process (tests) never share a database or a cache.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from typing import Annotated
 
@@ -24,15 +23,6 @@ from server.model_cache import ModelCache
 # auto_error=False: a missing or non-Bearer header is ours to answer, with a 401 that says
 # what to send (HTTPBearer's own answer is a 403)
 _bearer = HTTPBearer(auto_error=False, description="an API key: Authorization: Bearer dsk_...")
-
-
-# job and data set ids are the store's UUID strings (models.new_id); anything else names
-# nothing, and is answered 404 without asking the database
-_STORE_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-
-
-def is_store_id(value: str) -> bool:
-    return _STORE_ID.fullmatch(value) is not None
 
 
 def get_session(request: Request) -> Iterator[Session]:

@@ -34,12 +34,12 @@ from descent.cli import app as cli
 from jobs import training
 from jobs.callbacks import Callbacks
 from jobs.datasets.readers import read
+from jobs.paths import job_dir
 from jobs.settings import Settings
 from jobs.spec import load_spec
 from jobs.store import repository as repo
 from jobs.store.models import JobStatus, MetricKind, Queue
 from server.app import create_app
-from server.routes.jobs import job_dir
 
 API = "/api/v1"
 ADMIN_TOKEN = "admin-" + "k" * 40
@@ -661,14 +661,18 @@ def test_descent_serve_prints_the_url_and_a_key_that_works(
 ) -> None:
     served: list[FastAPI] = []
     monkeypatch.setattr(uvicorn, "run", lambda app, **_: served.append(app))
-    for name in ("DATABASE_URL", "DATA_DIR", "API_KEY"):
+    for name in ("DATABASE_URL", "API_KEY", "BROKER_URL"):
         monkeypatch.delenv(f"DESCENT_{name}", raising=False)
+    # serve passes --data-dir on through the environment (to the Celery app and its
+    # workers): set here, so that it is restored after the test
+    monkeypatch.setenv("DESCENT_DATA_DIR", "unused")
     if from_env:
         monkeypatch.setenv("DESCENT_API_KEY", ADMIN_TOKEN)
-    result = CliRunner().invoke(cli, ["serve", "--data-dir", str(tmp_path), "--port", "8123"])
+    args = ["serve", "--data-dir", str(tmp_path), "--port", "8123", "--no-worker"]
+    result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     assert "http://127.0.0.1:8123/api/v1" in result.output
-    assert "workers: not started" in result.output
+    assert "workers: 0" in result.output
     if from_env:
         token = ADMIN_TOKEN
         assert "DESCENT_API_KEY" in result.output and ADMIN_TOKEN not in result.output

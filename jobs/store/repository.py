@@ -350,6 +350,40 @@ def finish_job(
     return result.rowcount == 1
 
 
+def release_job(session: Session, job_id: str, worker_id: str) -> bool:
+    """Hands a running job back (queued, no lease) from the worker that holds it, when
+    that worker shuts down: the job resumes elsewhere from its checkpoint. A hand-back is
+    not a failed attempt, so the claim's attempt is returned. False if the worker no
+    longer holds it or it is being cancelled (then it must end as cancelled instead)."""
+    now = utcnow()
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.lease_owner == worker_id, Job.status == JobStatus.running)
+        .values(
+            status=JobStatus.queued,
+            lease_owner=None,
+            lease_expires_at=None,
+            attempts=Job.attempts - 1,
+            updated_at=now,
+        )
+    )
+    session.commit()
+    return result.rowcount == 1
+
+
+def requeue_expired(session: Session, job_id: str, now: datetime) -> bool:
+    """Turns a running job whose lease expired back to queued (its worker died), for the
+    reaper to publish again; its attempts stay counted. False if a worker renewed or
+    claimed it meanwhile."""
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.running, Job.lease_expires_at < now)
+        .values(status=JobStatus.queued, lease_owner=None, lease_expires_at=None, updated_at=now)
+    )
+    session.commit()
+    return result.rowcount == 1
+
+
 def request_cancel(session: Session, owner_id: int, job_id: str) -> Job | None:
     """Cancels the owner's job: a queued one at once (no worker holds it, and a later
     claim finds it cancelled), a running one cooperatively (cancelling, until its loop

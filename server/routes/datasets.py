@@ -18,11 +18,12 @@ from fastapi import APIRouter, File, Form, HTTPException, Path, UploadFile, stat
 from jobs.datasets import DataBundle, load_data
 from jobs.datasets.readers import BUILTIN
 from jobs.errors import DataError
+from jobs.paths import is_store_id
 from jobs.settings import Settings
 from jobs.spec import DataSpec
 from jobs.store import repository as repo
 from jobs.store.models import new_id
-from server.deps import CurrentKey, SessionDep, SettingsDep, is_store_id
+from server.deps import CurrentKey, SessionDep, SettingsDep
 from server.routes import API_PREFIX
 from server.schemas import DatasetPublic, DatasetSummary
 

@@ -38,6 +38,7 @@ from jobs import models
 from jobs.datasets import apply_preprocessing, load_data
 from jobs.datasets.readers import BUILTIN
 from jobs.errors import DataError, SpecError
+from jobs.paths import DATASET_REF, dataset_path, is_store_id, job_dir
 from jobs.settings import Settings
 from jobs.spec import JobSpec, check_components, load_spec
 from jobs.store import repository as repo
@@ -49,7 +50,6 @@ from server.deps import (
     ModelCacheDep,
     SessionDep,
     SettingsDep,
-    is_store_id,
 )
 from server.routes import API_PREFIX
 from server.schemas import (
@@ -66,8 +66,6 @@ from server.telemetry import Telemetry
 router = APIRouter(prefix=f"{API_PREFIX}/jobs", tags=["jobs"])
 log = logging.getLogger("descent.server")
 
-DATASET_REF = "dataset:"
-JOBS_DIR = "jobs"
 NAME_MAX_LENGTH = 200  # the store's jobs.name column
 MAX_PAGE = 500
 MAX_STEP = 2**31 - 1  # steps are 32-bit integers in the store
@@ -82,20 +80,6 @@ SSE_POLL_SECONDS = 0.5
 SSE_KEEPALIVE_SECONDS = 15.0
 
 IdPath = Annotated[str, Path(max_length=64, description="the job's id")]
-
-
-def job_dir(settings: Settings, job_id: str) -> FilePath:
-    return settings.data_dir / JOBS_DIR / job_id
-
-
-def dataset_path(session: Session, owner_id: int, reference: str) -> str | None:
-    """The stored file of the owner's data set that `reference` ("dataset:<id>" or the
-    bare id) names, or None if the owner has no such data set."""
-    dataset_id = reference.removeprefix(DATASET_REF)
-    if not is_store_id(dataset_id):
-        return None
-    row = repo.get_dataset(session, owner_id, dataset_id)
-    return None if row is None else row.path
 
 
 # ---------------------------------------------------------------- validation
