@@ -16,6 +16,7 @@ from jobs.store import repository as repo
 
 DATASET_REF = "dataset:"
 JOBS_DIR = "jobs"
+LOG_FILE = "worker.log"  # the training process's stdout and stderr, served at /jobs/{id}/logs
 
 # job and data set ids are the store's UUID strings (models.new_id); anything else names
 # nothing, and needs no database round trip to say so
@@ -29,6 +30,10 @@ def is_store_id(value: str) -> bool:
 def job_dir(settings: Settings, job_id: str) -> Path:
     """<data_dir>/jobs/<id>: the job's checkpoints/ and its final model.safetensors."""
     return settings.data_dir / JOBS_DIR / job_id
+
+
+def job_log(settings: Settings, job_id: str) -> Path:
+    return job_dir(settings, job_id) / LOG_FILE
 
 
 def dataset_path(session: Session, owner_id: int, reference: str) -> str | None:

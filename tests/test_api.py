@@ -34,7 +34,7 @@ from descent.cli import app as cli
 from jobs import training
 from jobs.callbacks import Callbacks
 from jobs.datasets.readers import read
-from jobs.paths import job_dir
+from jobs.paths import job_dir, job_log
 from jobs.settings import Settings
 from jobs.spec import load_spec
 from jobs.store import repository as repo
@@ -697,3 +697,47 @@ def test_a_server_fault_is_still_a_json_error(app: FastAPI, client: TestClient) 
         app.state.sessions = original
     assert response.status_code == 500
     assert response.json() == {"detail": "internal error; the server's log has the details"}
+
+
+def test_resume_requeues_a_cancelled_or_failed_job_and_refuses_others(
+    client: TestClient,
+    sessions: Any,
+    user: dict[str, str],
+    other: dict[str, str],
+    use_job_queue: Callable[[Any], None],
+) -> None:
+    published: list[str] = []
+
+    class Recording:
+        def publish(self, job_id: str, queue: str, priority: int) -> None:
+            published.append(job_id)
+
+        def ready(self) -> bool:
+            return True
+
+    use_job_queue(Recording())
+    job_id = create_job(client, user)["id"]
+    queued = client.post(f"{API}/jobs/{job_id}/resume", headers=user)
+    assert queued.status_code == 409 and "only a failed or cancelled" in queued.json()["detail"]
+    client.post(f"{API}/jobs/{job_id}/cancel", headers=user)
+    assert client.post(f"{API}/jobs/{job_id}/resume", headers=other).status_code == 404
+    resumed = client.post(f"{API}/jobs/{job_id}/resume", headers=user)
+    assert resumed.status_code == 200, resumed.text
+    assert resumed.json()["status"] == "queued" and resumed.json()["attempts"] == 0
+    assert published[-1] == job_id
+    with sessions() as session:
+        repo.finish_job(session, job_id, JobStatus.succeeded)
+    assert client.post(f"{API}/jobs/{job_id}/resume", headers=user).status_code == 409
+
+
+def test_logs_are_the_training_output_and_empty_before_a_worker_starts(
+    client: TestClient, settings: Settings, user: dict[str, str], other: dict[str, str]
+) -> None:
+    job_id = create_job(client, user)["id"]
+    empty = client.get(f"{API}/jobs/{job_id}/logs", headers=user)
+    assert empty.status_code == 200 and empty.text == ""
+    log_file = job_log(settings, job_id)
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    log_file.write_text("step 1 loss 2.3\n")
+    assert client.get(f"{API}/jobs/{job_id}/logs", headers=user).text == "step 1 loss 2.3\n"
+    assert client.get(f"{API}/jobs/{job_id}/logs", headers=other).status_code == 404

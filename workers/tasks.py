@@ -36,7 +36,7 @@ from typing import Any
 from celery.signals import worker_shutting_down
 from sqlalchemy.orm import Session, sessionmaker
 
-from jobs.paths import job_dir
+from jobs.paths import job_dir, job_log
 from jobs.settings import get_settings
 from jobs.store import make_engine, make_session_factory
 from jobs.store import repository as repo
@@ -46,7 +46,6 @@ from workers.runner import EXIT_HANDED_BACK
 
 log = logging.getLogger("descent.worker")
 
-LOG_FILE = "worker.log"
 LOG_TAIL_BYTES = 2000
 # how long a stopped child may take to checkpoint before it is killed
 STOP_GRACE_SECONDS = 60.0
@@ -122,7 +121,7 @@ def _supervise(job_id: str, me: str) -> str:
     settings = get_settings()
     folder = job_dir(settings, job_id)
     folder.mkdir(parents=True, exist_ok=True)
-    log_path = folder / LOG_FILE
+    log_path = job_log(settings, job_id)
     with log_path.open("ab") as log_file:
         child = subprocess.Popen(
             [sys.executable, "-m", "workers.runner", job_id, me],

@@ -410,6 +410,34 @@ def request_cancel(session: Session, owner_id: int, job_id: str) -> Job | None:
     return job
 
 
+def resume_job(session: Session, owner_id: int, job_id: str) -> Job | None:
+    """Queue the owner's failed or cancelled job again, with its attempts reset: its next
+    run resumes from the newest checkpoint. None if the job is not this owner's;
+    ValueError if it is queued, running or succeeded."""
+    now = utcnow()
+    mine = and_(Job.id == job_id, Job.owner_id == owner_id)
+    resumed = session.execute(
+        update(Job)
+        .where(mine, Job.status.in_((JobStatus.failed, JobStatus.cancelled)))
+        .values(
+            status=JobStatus.queued,
+            error=None,
+            finished_at=None,
+            attempts=0,
+            lease_owner=None,
+            lease_expires_at=None,
+            updated_at=now,
+        )
+    ).rowcount
+    session.commit()
+    job = session.scalar(select(Job).where(mine).execution_options(populate_existing=True))
+    if job is not None and resumed != 1:
+        raise ValueError(
+            f"job {job_id} is {job.status}; only a failed or cancelled job can be resumed"
+        )
+    return job
+
+
 def expired_leases(session: Session, now: datetime) -> Sequence[Job]:
     """Jobs whose worker stopped renewing its lease: running ones to publish again,
     cancelling ones to end as cancelled."""

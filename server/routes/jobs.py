@@ -29,7 +29,7 @@ import anyio
 import numpy as np
 from fastapi import APIRouter, Body, Header, HTTPException, Path, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
 from sqlalchemy import delete
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -38,7 +38,7 @@ from jobs import models
 from jobs.datasets import apply_preprocessing, load_data
 from jobs.datasets.readers import BUILTIN
 from jobs.errors import DataError, SpecError
-from jobs.paths import DATASET_REF, dataset_path, is_store_id, job_dir
+from jobs.paths import DATASET_REF, dataset_path, is_store_id, job_dir, job_log
 from jobs.settings import Settings
 from jobs.spec import JobSpec, check_components, load_spec
 from jobs.store import repository as repo
@@ -272,6 +272,40 @@ def cancel_job(job_id: IdPath, session: SessionDep, key: CurrentKey) -> JobPubli
     if job is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job {job_id!r}")
     return JobPublic.of(job)
+
+
+@router.post(
+    "/{job_id}/resume",
+    responses={status.HTTP_409_CONFLICT: {"description": "the job is not failed or cancelled"}},
+)
+def resume_job(
+    job_id: IdPath, session: SessionDep, key: CurrentKey, job_queue: JobQueueDep
+) -> JobPublic:
+    """Queue a failed or cancelled job again; it continues from its newest checkpoint."""
+    job = None
+    if is_store_id(job_id):
+        try:
+            job = repo.resume_job(session, key.id, job_id)
+        except ValueError as e:
+            raise HTTPException(status.HTTP_409_CONFLICT, str(e)) from None
+    if job is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job {job_id!r}")
+    try:
+        job_queue.publish(job.id, job.queue, job.priority)
+    except Exception:  # queued in the store whatever the broker did: the reaper publishes it
+        log.exception("publishing job %s failed; the reaper will publish it again", job.id)
+    return JobPublic.of(job)
+
+
+@router.get("/{job_id}/logs", response_class=PlainTextResponse)
+def job_logs(
+    job_id: IdPath, session: SessionDep, settings: SettingsDep, key: CurrentKey
+) -> PlainTextResponse:
+    """The training process's output (empty until a worker has started the job)."""
+    job = _own_job(session, key.id, job_id)
+    path = job_log(settings, job.id)
+    text = path.read_text(errors="replace") if path.exists() else ""
+    return PlainTextResponse(text)
 
 
 @router.delete(
