@@ -78,6 +78,8 @@ def app(
             api_key=ADMIN_TOKEN,
             max_upload_mb=UPLOAD_LIMIT_MB,
             max_parameters=MAX_PARAMETERS,
+            # the tests' users queue many jobs no worker takes; one test lowers it
+            max_concurrent_jobs_per_key=1000,
         )
         yield create_app(settings)
 
@@ -741,3 +743,24 @@ def test_logs_are_the_training_output_and_empty_before_a_worker_starts(
     log_file.write_text("step 1 loss 2.3\n")
     assert client.get(f"{API}/jobs/{job_id}/logs", headers=user).text == "step 1 loss 2.3\n"
     assert client.get(f"{API}/jobs/{job_id}/logs", headers=other).status_code == 404
+
+
+def test_a_key_over_its_concurrent_job_limit_gets_429_but_its_retries_still_answer(
+    app: FastAPI, client: TestClient, settings: Settings, user: dict[str, str]
+) -> None:
+    app.state.settings = settings.model_copy(update={"max_concurrent_jobs_per_key": 3})
+    try:
+        first = client.post(
+            f"{API}/jobs", json=digits_spec(), headers={**user, "Idempotency-Key": "first"}
+        )
+        assert first.status_code == 201
+        for _ in range(2):
+            create_job(client, user)
+        over = client.post(f"{API}/jobs", json=digits_spec(), headers=user)
+        assert over.status_code == 429 and "queued or running jobs" in over.json()["detail"]
+        retry = client.post(
+            f"{API}/jobs", json=digits_spec(), headers={**user, "Idempotency-Key": "first"}
+        )
+        assert retry.status_code == 200 and retry.json()["id"] == first.json()["id"]
+    finally:
+        app.state.settings = settings

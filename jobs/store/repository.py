@@ -410,6 +410,22 @@ def request_cancel(session: Session, owner_id: int, job_id: str) -> Job | None:
     return job
 
 
+def active_jobs(session: Session, owner_id: int) -> int:
+    """How many of the owner's jobs are queued, running or stopping."""
+    return (
+        session.scalar(
+            select(func.count())
+            .select_from(Job)
+            .where(Job.owner_id == owner_id, Job.status.not_in(FINISHED))
+        )
+        or 0
+    )
+
+
+def job_for_idempotency_key(session: Session, owner_id: int, key: str) -> Job | None:
+    return session.scalar(select(Job).where(Job.owner_id == owner_id, Job.idempotency_key == key))
+
+
 def resume_job(session: Session, owner_id: int, job_id: str) -> Job | None:
     """Queue the owner's failed or cancelled job again, with its attempts reset: its next
     run resumes from the newest checkpoint. None if the job is not this owner's;

@@ -210,6 +210,16 @@ def create_job(
     ] = None,
 ) -> JobPublic:
     """Validate the spec against its data and queue it: 201 with the job."""
+    repeat = idempotency_key is not None and (
+        repo.job_for_idempotency_key(session, key.id, idempotency_key) is not None
+    )
+    limit = settings.max_concurrent_jobs_per_key
+    if not repeat and repo.active_jobs(session, key.id) >= limit:
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            f"this key already has {limit} queued or running jobs (the limit, "
+            "DESCENT_MAX_CONCURRENT_JOBS_PER_KEY); wait for one to finish or cancel one",
+        )
     valid = validate_spec(spec, session, key.id, settings)
     job, created = repo.create_job(
         session,
