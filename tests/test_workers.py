@@ -32,7 +32,7 @@ API = "/api/v1"
 TOKEN = "workers-" + "k" * 40
 ROOT = Path(__file__).parent.parent
 EXAMPLE = json.loads((ROOT / "examples" / "digits-mlp.json").read_text())
-LEASE_SECONDS = 3
+LEASE_SECONDS = 8  # heartbeats every lease/3 s: room for a loaded 2-core CI machine
 START_TIMEOUT = 30.0
 JOB_TIMEOUT = 60.0
 
