@@ -5,7 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from engine.optim.optimizer import Optimizer, bump, check_lr, step_tensor, zeros_state
+from engine.optim.optimizer import (
+    Optimizer,
+    advance_step,
+    bump,
+    check_lr,
+    step_tensor,
+    zeros_state,
+)
 
 
 class Adagrad(Optimizer):
@@ -79,9 +86,7 @@ class Adagrad(Optimizer):
             xp = dev.xp
             param = p._data
             state = state_of[p]
-            step_arr = state["step"]._data
-            step_arr += 1
-            clr = lr / (1 + (float(step_arr) - 1) * lr_decay)
+            clr = lr / (1 + (advance_step(state) - 1) * lr_decay)
             g = self._grad(param, grad_t._data, dev, weight_decay, maximize)
             state_sum = state["sum"]._data
             std = self._buffer(1, param, dev)

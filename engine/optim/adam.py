@@ -8,7 +8,14 @@ from typing import Any
 import numpy as np
 
 from engine.backends.numpy_ops import adam_moments
-from engine.optim.optimizer import Optimizer, bump, check_lr, step_tensor, zeros_state
+from engine.optim.optimizer import (
+    Optimizer,
+    advance_step,
+    bump,
+    check_lr,
+    step_tensor,
+    zeros_state,
+)
 from engine.tensor import wrap
 
 
@@ -88,7 +95,7 @@ class Adam(Optimizer):
             return
         for p in params:
             state = self.state[p]
-            step = _advance(state)
+            step = advance_step(state)
             dev = p._device
             xp = dev.xp
             param = p._data
@@ -129,7 +136,7 @@ class Adam(Optimizer):
         flats = [self._flat_buffer(params, states, name, dev) for name in names]
         step = 0.0
         for s in states:
-            step = _advance(s)
+            step = advance_step(s)
         dev.ops.adam_update(
             [p._data for p in params],
             [p.grad._data for p in params],
@@ -186,12 +193,6 @@ class _Consts:
         self.w = np.float32(1 - self.beta1)
         self.small = abs(self.w) < 0.5
         self.one_minus_w = float(np.float32(1) - self.w)
-
-
-def _advance(state: dict[str, Any]) -> float:
-    step_arr = state["step"]._data
-    step_arr += 1
-    return float(step_arr)
 
 
 class AdamW(Adam):

@@ -40,6 +40,14 @@ def step_tensor(value: float = 0.0) -> Tensor:
     return wrap(np.array(value, dtype=np.float32), CPU)
 
 
+def advance_step(state: dict[str, Any]) -> float:
+    """Count one more step in state["step"] (on the CPU: reading it never waits on a GPU)
+    and return the new count."""
+    step_arr = state["step"]._data
+    step_arr += 1
+    return float(step_arr)
+
+
 def zeros_state(p: Tensor, fill: float = 0.0) -> Tensor:
     """A state tensor shaped like p, on p's device and in p's dtype."""
     xp = p._device.xp
