@@ -36,6 +36,7 @@ from jobs import datasets, models, training
 from jobs.callbacks import Callbacks
 from jobs.errors import DataError, SpecError
 from jobs.spec import JobSpec, check_components, load_spec
+from workers.gpus import WORKER_GPUS_ENV, owned_gpus
 
 app = typer.Typer(
     add_completion=False,
@@ -356,6 +357,14 @@ def worker(
     concurrency: Annotated[
         int, typer.Option(min=1, help="jobs this worker runs at once, each in a process")
     ] = 1,
+    gpus: Annotated[
+        str | None,
+        typer.Option(
+            envvar=WORKER_GPUS_ENV,
+            help="the GPU ids this worker owns, comma-separated (0,1); each job gets the "
+            "ones it needs to itself; default every GPU the engine sees",
+        ),
+    ] = None,
     data_dir: Annotated[
         Path | None,
         typer.Option("--data-dir", help="default DESCENT_DATA_DIR, else ./descent-data"),
@@ -363,6 +372,26 @@ def worker(
 ) -> None:
     """Run a worker: takes jobs from the broker (DESCENT_BROKER_URL, else the embedded
     one in the data dir) and trains each in a child process."""
+    from jobs.store.models import Queue
+
+    names = [name.strip() for name in queues.split(",")]
+    unknown = [name for name in names if name not in set(Queue)]
+    if unknown:
+        raise typer.BadParameter(
+            f"no queue {unknown[0]!r}; the queues are {', '.join(Queue)}", param_hint="--queues"
+        )
+    try:
+        owned = owned_gpus(gpus)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--gpus") from None
+    if Queue.gpu in names and not owned:
+        found = "the engine sees none here" if gpus is None else "--gpus lists none"
+        raise typer.BadParameter(
+            f"a worker of the gpu queue needs GPUs, and {found}: give it some with --gpus 0,1",
+            param_hint="--queues",
+        )
+    # the one place the worker's tasks read their GPUs from (workers/gpus.py)
+    os.environ[WORKER_GPUS_ENV] = ",".join(map(str, owned))
     if data_dir is not None:
         os.environ["DESCENT_DATA_DIR"] = str(data_dir)
     from workers.celery_app import app as celery_app
@@ -370,7 +399,7 @@ def worker(
     celery_app.worker_main(
         [
             "worker",
-            f"--queues={queues}",
+            f"--queues={','.join(names)}",
             f"--concurrency={concurrency}",
             "--loglevel=INFO",
             # the embedded broker has no broadcast; workers need not know each other

@@ -42,6 +42,13 @@ from jobs.store import make_engine, make_session_factory
 from jobs.store import repository as repo
 from jobs.store.models import FINISHED, Job, JobStatus, utcnow
 from workers.celery_app import app
+from workers.gpus import (
+    CUDA_VISIBLE_DEVICES,
+    NotEnoughGpus,
+    cuda_visible_devices,
+    gpus_needed,
+    worker_pool,
+)
 from workers.runner import EXIT_HANDED_BACK
 
 log = logging.getLogger("descent.worker")
@@ -84,11 +91,46 @@ def run_job(job_id: str) -> str:
     settings = get_settings()
     me = worker_id()
     with _sessions()() as session:
-        claimed = repo.claim_job(session, job_id, me, utcnow(), settings.lease_seconds)
-        if not claimed:
+        job = _job(session, job_id)
+        if job is None or job.status in FINISHED:
             return _not_claimed(session, job_id)
-    log.info("job %s: claimed by %s", job_id, me)
-    return _supervise(job_id, me)
+        need = gpus_needed(job.spec.get("resources", {}))
+        queue, priority = job.queue.value, job.priority
+    try:
+        # the GPUs before the claim: a job that waits for one stays queued, not leased
+        with worker_pool().lease(need) as gpus:
+            if _shutting_down.is_set():  # they came free because this worker is stopping
+                publish(job_id, queue, priority)
+                return "handed back"
+            assignment = _assignment(gpus)
+            with _sessions()() as session:
+                if not repo.claim_job(session, job_id, me, utcnow(), settings.lease_seconds):
+                    return _not_claimed(session, job_id)
+                repo.record_events(session, job_id, [("info", assignment)])
+            log.info("job %s: claimed by %s, %s", job_id, me, assignment)
+            return _supervise(job_id, me, gpus)
+    except NotEnoughGpus as e:
+        return _fail_unrunnable(job_id, me, str(e))
+
+
+def _assignment(gpus: tuple[int, ...]) -> str:
+    host = socket.gethostname()
+    if not gpus:
+        return f"running on the CPU of {host}: the job asks for no GPU"
+    plural = "s" if len(gpus) > 1 else ""
+    return f"running on GPU{plural} {cuda_visible_devices(gpus)} of {host}"
+
+
+def _fail_unrunnable(job_id: str, me: str, error: str) -> str:
+    """Fails a job this worker can never run, once it holds the job, so that exactly one
+    delivery decides."""
+    settings = get_settings()
+    with _sessions()() as session:
+        if not repo.claim_job(session, job_id, me, utcnow(), settings.lease_seconds):
+            return _not_claimed(session, job_id)
+        repo.finish_job(session, job_id, JobStatus.failed, error=error, worker_id=me)
+    log.warning("job %s: failed, %s", job_id, error)
+    return "failed"
 
 
 def _not_claimed(session: Session, job_id: str) -> str:
@@ -117,7 +159,7 @@ def _log_tail(path: Path) -> str:
         return f.read().decode(errors="replace").strip()
 
 
-def _supervise(job_id: str, me: str) -> str:
+def _supervise(job_id: str, me: str, gpus: tuple[int, ...]) -> str:
     settings = get_settings()
     folder = job_dir(settings, job_id)
     folder.mkdir(parents=True, exist_ok=True)
@@ -128,6 +170,8 @@ def _supervise(job_id: str, me: str) -> str:
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=subprocess.STDOUT,
+            # exactly its GPUs ("" for none): the child's cuda:0 is the first one it was given
+            env={**os.environ, CUDA_VISIBLE_DEVICES: cuda_visible_devices(gpus)},
         )
     heartbeat = settings.lease_seconds / 3
     stop_sent_at: float | None = None
