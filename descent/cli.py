@@ -152,6 +152,17 @@ def validate(spec_path: SpecArg) -> None:
         spec = load_spec(spec_path)
         check_components(spec)
         bundle = datasets.load_data(spec.data, seed=spec.training.seed)
+        # sized on the meta device first: a model too big for the limits is refused
+        # before this process allocates it
+        models.check_size(
+            spec.model,
+            input_shape=bundle.input_shape,
+            num_classes=bundle.num_classes,
+            vocab_size=bundle.vocab_size,
+            context=bundle.context,
+            precision=spec.training.precision,
+            memory_limit_mb=spec.resources.memory_limit_mb,
+        )
         model = _build(spec, bundle)
         models.dry_run(model, bundle.input_shape, dtype=models.input_dtype(model))
         params, memory = models.check_limits(

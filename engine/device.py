@@ -1,14 +1,18 @@
-"""Devices: `cpu` and `cuda:N`, each knowing its array module and backend ops.
+"""Devices: `cpu`, `cuda:N` and `meta`, each knowing its array module and backend ops.
 
-This is the one place that chooses NumPy or CuPy. Devices are interned, so ops compare
-them with `is`; a cuda device loads CuPy only when a tensor is first put on it.
+This is the one place that chooses NumPy, CuPy or the meta backend (shapes without
+storage). Devices are interned, so ops compare them with `is`; a cuda device loads CuPy
+only when a tensor is first put on it. `with engine.device(d):` makes d the device of
+factories that are given none, as PyTorch 2's device context does.
 """
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from typing import Any
 
 from engine.backends.host_memory import tune_malloc
+from engine.backends.meta import MetaOps
 from engine.backends.numpy_ops import ArrayOps
 
 
@@ -52,6 +56,15 @@ class device:
     def __reduce__(self) -> tuple[type, tuple[str]]:
         return (device, (str(self),))
 
+    def __enter__(self) -> device:
+        # a context variable, not an attribute of this interned object: each thread (and
+        # each asyncio task) has its own default, and contexts nest
+        _DEFAULTS.set((*_DEFAULTS.get(), resolve(self)))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _DEFAULTS.set(_DEFAULTS.get()[:-1])
+
 
 def _parse(spec: str | int, index: int | None) -> tuple[str, int | None]:
     if isinstance(spec, int):
@@ -59,9 +72,9 @@ def _parse(spec: str | int, index: int | None) -> tuple[str, int | None]:
     if not isinstance(spec, str):
         raise TypeError(f"device: expected a string such as 'cpu' or 'cuda:0', got {spec!r}")
     kind, _, num = spec.partition(":")
-    if kind not in ("cpu", "cuda"):
+    if kind not in ("cpu", "cuda", "meta"):
         raise RuntimeError(
-            f"device: unknown device type {kind!r} in {spec!r}; use 'cpu' or 'cuda[:N]'"
+            f"device: unknown device type {kind!r} in {spec!r}; use 'cpu', 'cuda[:N]' or 'meta'"
         )
     if num:
         if index is not None:
@@ -69,16 +82,18 @@ def _parse(spec: str | int, index: int | None) -> tuple[str, int | None]:
         if not num.isdigit():
             raise RuntimeError(f"device: invalid device string {spec!r}")
         index = int(num)
-    if kind == "cpu":
+    if kind != "cuda":
         if index not in (None, 0):
-            raise RuntimeError(f"device: cpu has no index {index}")
-        return "cpu", None
+            raise RuntimeError(f"device: {kind} has no index {index}")
+        return kind, None
     return "cuda", index
 
 
 def _load_backend(d: device) -> ArrayOps:
     if d.type == "cpu":
         return ArrayOps()
+    if d.type == "meta":
+        return MetaOps()
     from engine import cuda
 
     if not cuda.is_available():
@@ -94,11 +109,16 @@ def _load_backend(d: device) -> ArrayOps:
 CPU = device("cpu")
 CPU._ops = ArrayOps()
 tune_malloc()
+# The default devices of factories, innermost `with device(...)` last.
+_DEFAULTS: ContextVar[tuple[device, ...]] = ContextVar("engine_default_device", default=(CPU,))
 
 
 def resolve(spec: str | int | device | None) -> device:
-    """The concrete device a tensor lives on: `cuda` without index becomes the current GPU."""
-    if spec is None or spec is CPU:
+    """The concrete device a tensor lives on: `cuda` without index becomes the current GPU,
+    None the default device (cpu, or that of the innermost `with device(...)`)."""
+    if spec is None:
+        return _DEFAULTS.get()[-1]
+    if spec is CPU:
         return CPU
     d = device(spec)
     if d.type == "cuda":

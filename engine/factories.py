@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from engine import dtypes
-from engine.device import resolve
+from engine.device import CPU, resolve
 from engine.functions.common import parse_size
 from engine.random import generator_or_default
 from engine.tensor import Tensor, wrap
@@ -98,7 +98,7 @@ def from_numpy(a: np.ndarray) -> Tensor:
     if not isinstance(a, np.ndarray):
         raise TypeError(f"from_numpy: expected a numpy.ndarray, got {type(a).__name__}")
     dtypes.from_np(a.dtype)
-    return wrap(a, resolve(None))
+    return wrap(a, CPU)  # shares a's memory, so never the default device
 
 
 def _dtype(dtype: Any, default: dtypes.dtype | None = None) -> dtypes.dtype:

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from engine import dtypes
-from engine.device import resolve
+from engine.device import CPU, resolve
 from engine.tensor import Tensor, wrap
 
 # safetensors' dtype codes for the engine's dtypes, both ways
@@ -229,7 +229,7 @@ def _contiguous(a: np.ndarray) -> np.ndarray:
 
 
 def to_device(a: np.ndarray, device: Any) -> Tensor:
-    dev = resolve(device)
+    dev = CPU if device is None else resolve(device)  # as torch.load: not the default device
     return wrap(dev.ops.from_host(a), dev)
 
 

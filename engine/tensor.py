@@ -180,6 +180,8 @@ class Tensor:
         return (self[i] for i in range(self._data.shape[0]))
 
     def __repr__(self) -> str:
+        if self._device.type == "meta":
+            return _meta_repr(self)
         host = self._device.ops.to_host(self._data)
         if host.dtype == dtypes.bfloat16.np:
             host = host.astype(np.float32)
@@ -302,6 +304,18 @@ def wrap(data: Any, dev: device) -> Tensor:
     t._data = data
     t._device = dev
     return t
+
+
+def _meta_repr(t: Tensor) -> str:
+    """PyTorch's look for a tensor with no values: `tensor(..., device='meta', size=(2, 3))`."""
+    extras = [f"size={tuple(t.shape)}"]
+    if t.dtype != dtypes.get_default_dtype():
+        extras.append(f"dtype={t.dtype}")
+    if t._node is not None:
+        extras.append(f"grad_fn=<{t._node.name()}>")
+    elif t._rg:
+        extras.append("requires_grad=True")
+    return "tensor(..., device='meta', " + ", ".join(extras) + ")"
 
 
 def _rebuild(cls: type[Tensor], host: np.ndarray, dev: str, requires_grad: bool) -> Tensor:

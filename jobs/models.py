@@ -2,9 +2,10 @@
 
 `build_model` turns a ModelSpec into an `engine.nn.Module`; `dry_run` pushes one zero
 sample through it and names the layer whose shapes do not fit; `count_parameters` and
-`estimate_memory_mb` size it. Every architecture's module tree (so its state-dict keys)
-is documented on its builder and mirrored in PyTorch by `examples/torch_models.py`, which
-loads the engine's trained weights unchanged.
+`estimate_memory_mb` size it. `check_size` sizes a spec's model on the meta device before
+it is built, `check_limits` the built one, against the same limits. Every architecture's
+module tree (so its state-dict keys) is documented on its builder and mirrored in PyTorch
+by `examples/torch_models.py`, which loads the engine's trained weights unchanged.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import inspect
 import math
 import os
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import engine
@@ -386,14 +388,25 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def _count_buffers(model: nn.Module) -> int:
+    return sum(b.numel() for b in model.buffers())
+
+
+def state_memory_mb(params: int, buffers: int, precision: str) -> float:
+    """The part of `estimate_memory_mb` no batch size changes: parameters and buffers in
+    float32 (AMP keeps float32 master weights), their float32 gradients and Adam's two
+    float32 moments, 16 bytes a parameter; under fp16/bf16 2 bytes more a parameter for
+    the half-precision copies autocast makes."""
+    half = precision in ("fp16", "bf16")
+    return (params * (16 + (2 if half else 0)) + buffers * 4) / 2**20
+
+
 def estimate_memory_mb(
     model: nn.Module, batch_size: int, input_shape: tuple[int, ...], precision: str
 ) -> float:
     """A rough training-memory estimate, in MiB, for the caller to check against limits.
 
-    - parameters and buffers in float32 (AMP keeps float32 master weights), their float32
-      gradients and Adam's two float32 moments: 16 bytes a parameter; under fp16/bf16 add
-      2 bytes a parameter for the half-precision copies autocast makes;
+    - the model's state (`state_memory_mb`): 16 bytes a parameter, 18 under fp16/bf16;
     - activations: the outputs of every leaf module, plus each attention's score matrix,
       measured by a forward of one sample, times `batch_size`, at the precision's element
       size, times 2 for what backward keeps beyond module outputs (functional
@@ -401,8 +414,6 @@ def estimate_memory_mb(
 
     Gradient checkpointing and the allocator's overhead are not counted.
     """
-    params = count_parameters(model)
-    buffers = sum(b.numel() for b in model.buffers())
     per_sample = [0]
 
     def count_output(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
@@ -423,10 +434,11 @@ def estimate_memory_mb(
     finally:
         for h in handles:
             h.remove()
-    half = precision in ("fp16", "bf16")
-    state_bytes = params * (16 + (2 if half else 0)) + buffers * 4
     activation_bytes = per_sample[0] * batch_size * _PRECISION_BYTES[precision] * 2
-    return (state_bytes + activation_bytes) / 2**20
+    return (
+        state_memory_mb(count_parameters(model), _count_buffers(model), precision)
+        + activation_bytes / 2**20
+    )
 
 
 # Service-wide ceilings, set by whoever runs the service; a spec's own
@@ -435,34 +447,108 @@ MAX_PARAMETERS_ENV, MAX_MEMORY_ENV = "DESCENT_MAX_PARAMETERS", "DESCENT_MAX_MEMO
 DEFAULT_MAX_PARAMETERS = 1_000_000_000
 
 
+@dataclass(frozen=True)
+class Limits:
+    """The service-wide ceilings: DESCENT_MAX_PARAMETERS and DESCENT_MAX_MEMORY_MB (None:
+    no memory ceiling). The API passes its Settings' values, read from the same variables;
+    everything else reads the environment (`from_env`)."""
+
+    max_parameters: int = DEFAULT_MAX_PARAMETERS
+    max_memory_mb: float | None = None
+
+    @classmethod
+    def from_env(cls) -> Limits:
+        memory = os.environ.get(MAX_MEMORY_ENV)
+        return cls(
+            int(os.environ.get(MAX_PARAMETERS_ENV, DEFAULT_MAX_PARAMETERS)),
+            None if memory is None else float(memory),
+        )
+
+
+def _check_parameters(params: int, limits: Limits) -> None:
+    if params > limits.max_parameters:
+        raise SpecError(
+            "model",
+            f"{params:,} parameters exceed the limit of {limits.max_parameters:,} "
+            f"({MAX_PARAMETERS_ENV})",
+        )
+
+
+def _check_memory(
+    memory: float, memory_limit_mb: float | None, limits: Limits, needs: str, remedy: str
+) -> None:
+    """`needs` says what takes `memory` MiB, `remedy` what to do when it is too much."""
+    for limit, source in (
+        (memory_limit_mb, "resources.memory_limit_mb"),
+        (limits.max_memory_mb, MAX_MEMORY_ENV),
+    ):
+        if limit is not None and memory > limit:
+            raise SpecError(
+                "resources.memory_limit_mb",
+                f"{needs}, over the limit of {limit:,.0f} MB ({source}); {remedy}",
+            )
+
+
+def check_size(
+    model: ModelSpec,
+    *,
+    input_shape: tuple[int, ...],
+    num_classes: int | None,
+    vocab_size: int | None = None,
+    context: int | None = None,
+    precision: str,
+    memory_limit_mb: float | None,
+    limits: Limits | None = None,
+) -> int:
+    """The parameter count of the model a spec describes, sized before anything is
+    allocated: the model is built on the meta device (shapes, no storage), so a spec
+    asking for a 160 GB layer costs nothing to refuse. Raises SpecError as `check_limits`
+    does when the parameters, or the memory their state takes whatever the batch size
+    (`state_memory_mb`), break a limit; `build_model`'s SpecErrors come through as they
+    are. Run it before `build_model`, and `check_limits` after (activations)."""
+    with engine.device("meta"):
+        sized = build_model(
+            model,
+            input_shape=input_shape,
+            num_classes=num_classes,
+            vocab_size=vocab_size,
+            context=context,
+        )
+    limits = limits or Limits.from_env()
+    params = count_parameters(sized)
+    _check_parameters(params, limits)
+    state = state_memory_mb(params, _count_buffers(sized), precision)
+    _check_memory(
+        state,
+        memory_limit_mb,
+        limits,
+        f"the model's weights, gradients and optimizer state alone need about {state:,.0f} MB",
+        "make the model smaller",
+    )
+    return params
+
+
 def check_limits(
     model: nn.Module,
     *,
     batch_size: int,
     input_shape: tuple[int, ...],
     precision: str,
-    memory_limit_mb: int | None,
+    memory_limit_mb: float | None,
+    limits: Limits | None = None,
 ) -> tuple[int, float]:
     """(parameters, estimated MiB) of a training run, or a SpecError naming the limit the
     run would break: the spec's resources.memory_limit_mb, DESCENT_MAX_MEMORY_MB or
-    DESCENT_MAX_PARAMETERS (default 10**9)."""
+    DESCENT_MAX_PARAMETERS (default 10**9), from `limits` or else the environment."""
+    limits = limits or Limits.from_env()
     params = count_parameters(model)
-    max_params = int(os.environ.get(MAX_PARAMETERS_ENV, DEFAULT_MAX_PARAMETERS))
-    if params > max_params:
-        raise SpecError(
-            "model",
-            f"{params:,} parameters exceed the limit of {max_params:,} ({MAX_PARAMETERS_ENV})",
-        )
+    _check_parameters(params, limits)
     memory = estimate_memory_mb(model, batch_size, input_shape, precision)
-    service_limit = os.environ.get(MAX_MEMORY_ENV)
-    for limit, source in (
-        (memory_limit_mb, "resources.memory_limit_mb"),
-        (None if service_limit is None else float(service_limit), MAX_MEMORY_ENV),
-    ):
-        if limit is not None and memory > limit:
-            raise SpecError(
-                "resources.memory_limit_mb",
-                f"the run needs about {memory:,.0f} MB at batch size {batch_size}, over the "
-                f"limit of {limit:,.0f} MB ({source}); lower data.batch_size or the model's size",
-            )
+    _check_memory(
+        memory,
+        memory_limit_mb,
+        limits,
+        f"the run needs about {memory:,.0f} MB at batch size {batch_size}",
+        "lower data.batch_size or the model's size",
+    )
     return params, memory

@@ -163,13 +163,21 @@ class _Run:
         engine.manual_seed(training.seed)
         self.bundle = datasets.load_data(spec.data, seed=training.seed)
         bundle = self.bundle
-        self.model = models.build_model(
+        sizes: dict[str, Any] = {
+            "input_shape": bundle.input_shape,
+            "num_classes": bundle.num_classes,
+            "vocab_size": bundle.vocab_size,
+            "context": bundle.context,
+        }
+        # sized on the meta device (no storage, no random draws) before it is built, so a
+        # model too big for the limits fails here instead of exhausting the worker's memory
+        models.check_size(
             spec.model,
-            input_shape=bundle.input_shape,
-            num_classes=bundle.num_classes,
-            vocab_size=bundle.vocab_size,
-            context=bundle.context,
-        ).to(device)
+            **sizes,
+            precision=training.precision,
+            memory_limit_mb=spec.resources.memory_limit_mb,
+        )
+        self.model = models.build_model(spec.model, **sizes).to(device)
         # fail before training on a shape mismatch, naming the layer (eval mode: no RNG use)
         models.dry_run(self.model, bundle.input_shape, dtype=models.input_dtype(self.model))
         models.check_limits(

@@ -14,6 +14,7 @@ import io
 import json
 import threading
 import time
+import tracemalloc
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from datetime import UTC, datetime
@@ -357,6 +358,34 @@ def test_limits_are_checked_before_queueing(client: TestClient, user: dict[str, 
     tight = digits_spec()
     tight["resources"] = {"memory_limit_mb": 0.001}
     assert client.post(f"{API}/jobs", json=tight, headers=user).status_code == 422
+
+
+def test_a_huge_model_is_refused_without_being_allocated(
+    client: TestClient, user: dict[str, str]
+) -> None:
+    huge = digits_spec()
+    # 40 billion parameters, 160 GB of float32: sized on the meta device, never built
+    huge["model"] = {
+        "layers": [
+            {"type": "Flatten"},
+            {"type": "Linear", "in_features": 64, "out_features": 200_000},
+            {"type": "Linear", "in_features": 200_000, "out_features": 200_000},
+        ]
+    }
+    tracemalloc.start()
+    try:
+        start = time.perf_counter()
+        response = client.post(f"{API}/jobs", json=huge, headers=user)
+        seconds = time.perf_counter() - start
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert response.status_code == 422, response.text
+    body = response.json()
+    assert body["path"] == "model" and "exceed the limit of 200,000" in body["detail"], body
+    assert seconds < 1
+    assert peak < 64 * 2**20  # the request and the digits data set; the layer would be 160 GB
+    assert client.get(f"{API}/jobs", headers=user).json()["items"] == []
 
 
 def test_a_spec_names_only_its_own_data_sets(

@@ -4,6 +4,12 @@ key for key and output for output, through fixtures made by tests/make_model_fix
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import time
+import tracemalloc
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,9 +21,13 @@ import engine
 from engine import nn
 from jobs.errors import SpecError
 from jobs.models import (
+    MAX_PARAMETERS_ENV,
+    Limits,
     ResNet,
     TransformerLM,
     build_model,
+    check_limits,
+    check_size,
     count_parameters,
     dry_run,
     estimate_memory_mb,
@@ -313,3 +323,140 @@ def test_memory_estimate() -> None:
     lm = build("transformer_lm")  # 2 layers of 4 heads
     short, long = (estimate_memory_mb(lm, 8, (t,), "fp32") for t in (4, 12))
     assert (long - short) * 2**20 > 2 * 4 * (12 * 12 - 4 * 4) * 8 * 4 * 2
+
+
+# ---- sizing on the meta device, before anything is allocated -----------------------------------
+HUGE_LAYER = {"layers": [{"type": "Linear", "in_features": 200_000, "out_features": 200_000}]}
+
+
+def size(spec: dict[str, Any], input_shape: tuple[int, ...] = (200_000,), **kwargs: Any) -> int:
+    return check_size(
+        ModelSpec.model_validate(spec),
+        input_shape=input_shape,
+        num_classes=10,
+        **{"precision": "fp32", "memory_limit_mb": None, **kwargs},
+    )
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_sizing_on_meta_counts_what_the_build_allocates_and_draws_nothing(name: str) -> None:
+    spec, shape, num_classes, vocab, context = CASES[name]
+    state = engine.get_rng_state().numpy()
+    sized = check_size(
+        ModelSpec.model_validate(spec),
+        input_shape=shape,
+        num_classes=num_classes,
+        vocab_size=vocab,
+        context=context,
+        precision="fp32",
+        memory_limit_mb=None,
+    )
+    # the seeded build that follows gets the weights it would have got without the sizing
+    np.testing.assert_array_equal(engine.get_rng_state().numpy(), state)
+    assert sized == count_parameters(build(name))
+
+
+def test_a_model_over_the_parameter_limit_is_refused_before_it_is_built() -> None:
+    start = time.perf_counter()
+    with pytest.raises(SpecError) as info:
+        size(HUGE_LAYER)  # 40 billion parameters, 160 GB of float32
+    assert time.perf_counter() - start < 1
+    assert info.value.path == "model"
+    assert info.value.reason == (
+        f"40,000,200,000 parameters exceed the limit of 1,000,000,000 ({MAX_PARAMETERS_ENV})"
+    )
+    with pytest.raises(SpecError, match="exceed the limit of 1,000 "):
+        size(HUGE_LAYER, limits=Limits(max_parameters=1000))
+
+
+def test_sizing_checks_the_memory_the_state_takes_whatever_the_batch() -> None:
+    with pytest.raises(SpecError) as info:
+        size(HUGE_LAYER, limits=Limits(max_parameters=10**12, max_memory_mb=1000))
+    assert info.value.path == "resources.memory_limit_mb"
+    # 16 bytes a parameter: weights, gradients and Adam's two moments
+    state_mb = 16 * 40_000_200_000 / 2**20
+    assert f"about {state_mb:,.0f} MB, over the limit of 1,000 MB (DESCENT_MAX_MEMORY_MB)" in (
+        info.value.reason
+    )
+    mlp = {"architecture": "mlp", "args": {"hidden": [512, 128]}}
+    params = size(mlp, (64,))
+    assert params == 64 * 512 + 512 + 512 * 128 + 128 + 128 * 10 + 10
+    with pytest.raises(SpecError, match=r"about 2 MB.*limit of 1 MB \(resources.memory_limit_mb\)"):
+        size(mlp, (64,), memory_limit_mb=1)
+    # 18 bytes a parameter under bf16 (the half-precision copies): over where fp32 fits
+    fits_fp32 = Limits(max_memory_mb=16 * params / 2**20 + 0.01)
+    assert size(mlp, (64,), limits=fits_fp32) == params
+    with pytest.raises(SpecError, match="alone need"):
+        size(mlp, (64,), precision="bf16", limits=fits_fp32)
+
+
+def test_sizing_allocates_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    # 1.6 GB of float32 if it were built: the limit refuses it with no more than a few kB
+    monkeypatch.setenv(MAX_PARAMETERS_ENV, "1000")
+    wide = {"layers": [{"type": "Linear", "in_features": 20_000, "out_features": 20_000}]}
+    tracemalloc.start()
+    try:
+        with pytest.raises(SpecError, match="parameters exceed the limit of 1,000 "):
+            size(wide)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2**20
+
+
+def test_sizing_a_160_gb_layer_leaves_the_process_rss_flat() -> None:
+    script = f"""
+import json, resource, time
+from jobs.errors import SpecError
+from jobs.models import check_size
+from jobs.spec import ModelSpec
+
+spec = ModelSpec.model_validate({HUGE_LAYER!r})
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+start = time.perf_counter()
+try:
+    check_size(spec, input_shape=(200_000,), num_classes=10, precision="fp32", memory_limit_mb=None)
+except SpecError as e:
+    print(json.dumps({{"path": e.path, "reason": e.reason, "seconds": time.perf_counter() - start,
+        "grew_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before}}))
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parent.parent,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+    result = json.loads(out.stdout)
+    assert result["path"] == "model" and "parameters exceed the limit" in result["reason"]
+    assert result["seconds"] < 1
+    assert result["grew_kb"] < 20_000  # ru_maxrss is in kB on Linux
+
+
+def test_check_limits_takes_the_services_limits() -> None:
+    model = build("mlp")
+    params, memory = check_limits(
+        model, batch_size=8, input_shape=(64,), precision="fp32", memory_limit_mb=None
+    )
+    assert params == count_parameters(model) and memory > 0
+    with pytest.raises(SpecError, match=rf"exceed the limit of 100 \({MAX_PARAMETERS_ENV}\)"):
+        check_limits(
+            model,
+            batch_size=8,
+            input_shape=(64,),
+            precision="fp32",
+            memory_limit_mb=None,
+            limits=Limits(max_parameters=100),
+        )
+    with pytest.raises(
+        SpecError, match=r"the run needs about 0 MB at batch size 8, over the limit"
+    ):
+        check_limits(
+            model,
+            batch_size=8,
+            input_shape=(64,),
+            precision="fp32",
+            memory_limit_mb=None,
+            limits=Limits(max_memory_mb=0.01),
+        )

@@ -20,6 +20,7 @@ import engine
 from engine.checkpoint import load_checkpoint
 from jobs import training
 from jobs.callbacks import Callbacks
+from jobs.errors import SpecError
 from jobs.spec import JobSpec, load_spec
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -209,6 +210,15 @@ def test_non_finite_loss_names_the_step(tmp_path: Path) -> None:
     doc["scheduler"] = None
     with pytest.raises(training.TrainingError, match=r"^step 2: the loss is (nan|inf)"):
         train(doc, tmp_path)
+
+
+def test_a_model_over_the_limits_fails_before_it_is_built(tmp_path: Path) -> None:
+    # 64 * 10**9 parameters, 256 GB of float32: refused on the meta device, not allocated
+    doc = example("digits-mlp", max_steps=10)
+    doc["model"] = {"architecture": "mlp", "args": {"hidden": [10**9]}}
+    with pytest.raises(SpecError, match=r"parameters exceed the limit of 1,000,000,000") as info:
+        train(doc, tmp_path)
+    assert info.value.path == "model"
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the overflow is the point

@@ -1,6 +1,7 @@
 """`engine.nn.init`: PyTorch's initialisers, the same formulas and bounds, drawn from the
 engine's own stream (`generator=` or the default generator). Each fills its tensor in
-place under no_grad and returns it."""
+place under no_grad and returns it; on a meta tensor each does nothing (and draws
+nothing) and returns it."""
 
 from __future__ import annotations
 
@@ -113,6 +114,8 @@ def trunc_normal_(
         )
     if not a < b:
         raise ValueError(f"trunc_normal_: needs a < b, got a={a}, b={b}")
+    if tensor.device.type == "meta":
+        return tensor  # no values to draw (its siblings get there through uniform_/normal_)
     gen = generator_or_default(generator)
     n = tensor.numel()
     lo, hi = (a - mean) / std, (b - mean) / std

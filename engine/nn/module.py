@@ -16,6 +16,7 @@ import numpy as np
 from engine import dtypes
 from engine.autograd import no_grad
 from engine.device import device as as_device
+from engine.factories import empty_like
 from engine.functions.convert import to_device, to_dtype
 from engine.hooks import RemovableHandle
 from engine.nn.backward_hooks import BackwardHookCall
@@ -423,10 +424,10 @@ class Module:
         fn(self)
         return self
 
-    def _apply(self, fn: Callable[[Tensor], Tensor]) -> Module:
+    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> Module:
         """Move every parameter and buffer through fn, keeping Parameter objects (optimizers
         hold them) and replacing only their data, as PyTorch does."""
-        for m in self.modules():
+        for m in self.modules() if recurse else (self,):
             for p in m._parameters.values():
                 if p is None:
                     continue
@@ -467,6 +468,12 @@ class Module:
             return t
 
         return self._apply(move)
+
+    def to_empty(self, *, device: Any, recurse: bool = True) -> Module:
+        """Parameters and buffers of the same shapes and dtypes on `device`, uninitialised:
+        how a module built on the meta device gets storage (then reset_parameters() or
+        load_state_dict() gives it values). `to()` cannot: meta tensors have no values."""
+        return self._apply(lambda t: empty_like(t, device=device), recurse)
 
     def cuda(self, device: Any = None) -> Module:
         return self.to(

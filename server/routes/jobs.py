@@ -125,35 +125,33 @@ def validate_spec(
         bundle = load_data(readable, seed=spec.training.seed)
     except DataError as e:
         raise DataError(references.get(e.source) or e.source, e.reason) from None
-    model = models.build_model(
+    sizes: dict[str, Any] = {
+        "input_shape": bundle.input_shape,
+        "num_classes": bundle.num_classes,
+        "vocab_size": bundle.vocab_size,
+        "context": bundle.context,
+    }
+    # the app's own limits, which a deployment sets through the same DESCENT_* variables
+    limits = models.Limits(settings.max_parameters, settings.max_memory_mb)
+    # sized on the meta device before it is built: a spec asking for a 160 GB layer gets
+    # its 422 without this process allocating the layer
+    models.check_size(
         spec.model,
-        input_shape=bundle.input_shape,
-        num_classes=bundle.num_classes,
-        vocab_size=bundle.vocab_size,
-        context=bundle.context,
+        **sizes,
+        precision=spec.training.precision,
+        memory_limit_mb=spec.resources.memory_limit_mb,
+        limits=limits,
     )
+    model = models.build_model(spec.model, **sizes)
     models.dry_run(model, bundle.input_shape, dtype=models.input_dtype(model))
-    params, memory = models.check_limits(
+    models.check_limits(
         model,
         batch_size=spec.data.batch_size,
         input_shape=bundle.input_shape,
         precision=spec.training.precision,
         memory_limit_mb=spec.resources.memory_limit_mb,
+        limits=limits,
     )
-    # check_limits reads the process environment; these are the app's own settings,
-    # which a deployment sets through the same DESCENT_* variables
-    if params > settings.max_parameters:
-        raise SpecError(
-            "model",
-            f"{params:,} parameters exceed the service's limit of {settings.max_parameters:,}",
-        )
-    if settings.max_memory_mb is not None and memory > settings.max_memory_mb:
-        raise SpecError(
-            "resources.memory_limit_mb",
-            f"the run needs about {memory:,.0f} MB at batch size {spec.data.batch_size}, over "
-            f"the service's limit of {settings.max_memory_mb:,.0f} MB; lower data.batch_size "
-            "or the model's size",
-        )
     return spec
 
 
