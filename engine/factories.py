@@ -226,13 +226,16 @@ def arange(
     is_float = any(isinstance(v, float) for v in (start, end, step))
     d = _dtype(dtype, None if is_float else dtypes.int64)
     n = max(math.ceil((end - start) / step), 0)
-    # Values as PyTorch computes them: start + i * step in double, then cast.
-    host = (
-        (start + np.arange(n, dtype=np.float64) * step)
-        if is_float or d.is_floating_point
-        else np.arange(start, end, step, dtype=np.int64)
-    )
-    arr, dev = _place(host.astype(d.np), device)
+    dev = resolve(device)
+    xp = dev.xp
+    with dev.ops.on():  # made where it lives: no host array copied to a GPU
+        # values as PyTorch computes them: start + i * step in double, then cast
+        arr = (
+            xp.arange(n, dtype=np.float64) * step + start
+            if is_float or d.is_floating_point
+            else xp.arange(start, end, step, dtype=np.int64)
+        )
+        arr = arr.astype(d.np, copy=False)
     return _finish(arr, dev, requires_grad)
 
 
@@ -248,8 +251,10 @@ def linspace(
     if steps < 0:
         raise ValueError(f"linspace: number of steps must be non-negative, got {steps}")
     d = _dtype(dtype)
-    host = np.linspace(float(start), float(end), int(steps), dtype=np.float64)
-    arr, dev = _place(host.astype(d.np), device)
+    dev = resolve(device)
+    with dev.ops.on():
+        arr = dev.xp.linspace(float(start), float(end), int(steps), dtype=np.float64)
+        arr = arr.astype(d.np, copy=False)
     return _finish(arr, dev, requires_grad)
 
 
@@ -362,10 +367,9 @@ def randint(
     if high <= low:
         raise ValueError(f"randint: high ({high}) must be greater than low ({low})")
     d = _dtype(dtype, dtypes.int64)
-    host = generator_or_default(generator).integers(
-        int(low), int(high), parse_size("randint", (shape,))
-    )
-    arr, dev = _place(host.astype(d.np), device)
+    dev = resolve(device)
+    gen = generator_or_default(generator)
+    arr = dev.ops.randint(gen, int(low), int(high), parse_size("randint", (shape,)), d.np)
     return _finish(arr, dev, requires_grad)
 
 
@@ -378,6 +382,6 @@ def randperm(
     requires_grad: bool = False,
 ) -> Tensor:
     d = _dtype(dtype, dtypes.int64)
-    host = generator_or_default(generator).permutation(int(n))
-    arr, dev = _place(host.astype(d.np), device)
+    dev = resolve(device)
+    arr = dev.ops.randperm(generator_or_default(generator), int(n), d.np)
     return _finish(arr, dev, requires_grad)

@@ -130,6 +130,40 @@ def test_rand_and_randn_on_cuda_are_drawn_on_device(dtype: engine.dtype) -> None
     assert float(w.min()) >= -2 and float(w.max()) < 3
 
 
+def test_index_factories_on_cuda_are_made_on_device_without_waiting() -> None:
+    import cupy
+    import cupyx
+
+    engine.manual_seed(4)
+    engine.randint(0, 3, (8,), device="cuda")  # compiles the kernel outside the check
+    with cupyx.allow_synchronize(False):
+        made = [
+            engine.randint(-5, 7, (400_000,), device="cuda"),
+            engine.randint(2**31 - 1, (1000,), dtype=engine.int32, device="cuda"),
+            engine.randperm(100_000, device="cuda"),
+            engine.arange(3, 1000, 7, device="cuda"),
+            engine.arange(0.5, 2.5, 0.25, dtype=engine.float64, device="cuda"),
+            engine.linspace(-1, 1, 33, device="cuda"),
+        ]
+    assert all(isinstance(t._data, cupy.ndarray) for t in made)
+    ints, narrow, perm, ar, far, lin = (t.cpu().numpy() for t in made)
+    assert ints.dtype == np.int64 and ints.min() == -5 and ints.max() == 6
+    assert np.allclose(np.bincount(ints + 5) / ints.size, 1 / 12, atol=0.005)
+    assert narrow.dtype == np.int32
+    assert np.array_equal(np.sort(perm), np.arange(100_000)) and perm[:10].tolist() != list(
+        range(10)
+    )
+    for gpu, cpu in (
+        (ar, engine.arange(3, 1000, 7)),
+        (far, engine.arange(0.5, 2.5, 0.25, dtype=engine.float64)),
+        (lin, engine.linspace(-1, 1, 33)),
+    ):
+        assert gpu.dtype == cpu.numpy().dtype and np.array_equal(gpu, cpu.numpy())
+    engine.manual_seed(4)
+    engine.randint(0, 3, (8,), device="cuda")
+    assert np.array_equal(engine.randint(-5, 7, (400_000,), device="cuda").cpu().numpy(), ints)
+
+
 @pytest.mark.parametrize(
     "make",
     [

@@ -89,6 +89,28 @@ FACTORIES: list[tuple[str, Callable[[], engine.Tensor], tuple[int, ...], engine.
     ),
     ("randn_like", lambda: engine.randn_like(engine.empty(3, device="meta")), (3,), engine.float32),
     ("to_meta", lambda: engine.ones(2, 3).to("meta"), (2, 3), engine.float32),
+    # the index factories make no host array of their length and draw nothing either
+    ("arange", lambda: engine.arange(HUGE * HUGE, device="meta"), (HUGE * HUGE,), engine.int64),
+    ("arange_step", lambda: engine.arange(1, 10, 4, device="meta"), (3,), engine.int64),
+    (
+        "arange_float",
+        lambda: engine.arange(0.0, 1.0, 2**-30, device="meta"),
+        (2**30,),
+        engine.float32,
+    ),
+    (
+        "linspace",
+        lambda: engine.linspace(0, 1, HUGE * HUGE, device="meta"),
+        (HUGE * HUGE,),
+        engine.float32,
+    ),
+    (
+        "randint",
+        lambda: engine.randint(0, 5, (HUGE, HUGE), dtype=engine.int32, device="meta"),
+        (HUGE, HUGE),
+        engine.int32,
+    ),
+    ("randperm", lambda: engine.randperm(HUGE * HUGE, device="meta"), (HUGE * HUGE,), engine.int64),
 ]
 
 

@@ -368,6 +368,21 @@ extern "C" __global__ void random_T(
         }
     }
 }
+
+// randint on the device: element i of the draw (seed, offset) is low + w % span for the
+// 64-bit word w of its Philox block, as PyTorch's random64 % range: the modulo bias is
+// at most span / 2**64, under 2**-32 for any span below 2**32. T is unused: one kernel
+// serves every integer draw, taken from the float module.
+extern "C" __global__ void randint_T(
+    long long n, unsigned long long seed, unsigned long long offset, long long low,
+    unsigned long long span, long long* out) {
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
+         i += (long long)gridDim.x * blockDim.x) {
+        uint4 r = philox(i, offset, seed);
+        unsigned long long w = ((unsigned long long)r.x << 32) | r.y;
+        out[i] = low + (long long)(w % span);
+    }
+}
 """
 
 # Every kernel of the source, by name before its type suffix.
@@ -384,6 +399,7 @@ KERNELS = (
     "silu_backward",
     "dropout",
     "random",
+    "randint",
 )
 
 

@@ -301,6 +301,33 @@ class CupyOps(ArrayOps):
                 )
             return out.astype(d.np, copy=False)
 
+    def randint(
+        self, generator: Any, low: int, high: int, shape: tuple[int, ...], dtype: Any
+    ) -> Any:
+        seed, offset = generator.device_draw()
+        with self.on():
+            out = self.xp.empty(shape, dtype=np.int64)
+            if out.size:
+                ck.function("randint", "float", self.index)(
+                    ck.grid(out.size),
+                    (ck.BLOCK,),
+                    (
+                        np.int64(out.size),
+                        np.uint64(seed),
+                        np.uint64(offset),
+                        np.int64(low),
+                        np.uint64(high - low),
+                        out,
+                    ),
+                )
+            return out.astype(dtype, copy=False)
+
+    def randperm(self, generator: Any, n: int, dtype: Any) -> Any:
+        # the order of n random 62-bit keys: uniform unless two keys tie (about n**2 / 2**63)
+        keys = self.randint(generator, 0, 1 << 62, (n,), np.int64)
+        with self.on():
+            return self.xp.argsort(keys).astype(dtype, copy=False)
+
 
 def _pointwise(ops: CupyOps, name: str, x: Any) -> tuple[Any, Any] | None:
     """(y, aux) of an elementwise forward kernel, or None where none serves x's dtype."""

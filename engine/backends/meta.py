@@ -11,6 +11,7 @@ NotImplementedError naming the operation, never computing on made-up data.
 
 from __future__ import annotations
 
+import math
 import types
 from collections.abc import Callable
 from typing import Any
@@ -325,7 +326,15 @@ def _eye(n: int, m: int | None = None, k: int = 0, dtype: Any = float, **kwargs:
 
 
 def _arange(*args: Any, dtype: Any = None, **kwargs: Any) -> MetaArray:
-    return _from_host(np.arange(*args, dtype=dtype))
+    start, stop, step = (0, args[0], 1) if len(args) == 1 else (*args, 1)[:3]
+    n = max(math.ceil((stop - start) / step), 0)  # the length alone: no values are made
+    return meta_array((n,), np.result_type(*args) if dtype is None else dtype)
+
+
+def _linspace(
+    start: Any, stop: Any, num: int = 50, *args: Any, dtype: Any = None, **kwargs: Any
+) -> MetaArray:
+    return meta_array((num,), np.float64 if dtype is None else dtype)
 
 
 class _MetaNumpy(types.SimpleNamespace):
@@ -347,6 +356,7 @@ META_NUMPY = _MetaNumpy(
     full_like=_full_like,
     eye=_eye,
     arange=_arange,
+    linspace=_linspace,
     asarray=_from_host,
     array=_from_host,
     ascontiguousarray=_from_host,
@@ -373,10 +383,20 @@ class MetaOps(ArrayOps):
     ) -> Any:
         return meta_array(shape, d.np)  # draws nothing: the generator's stream stays put
 
+    def randint(
+        self, generator: Any, low: int, high: int, shape: tuple[int, ...], dtype: Any
+    ) -> Any:
+        return meta_array(shape, dtype)
+
+    def randperm(self, generator: Any, n: int, dtype: Any) -> Any:
+        return meta_array((n,), dtype)
+
 
 # What the meta backend does itself or inherits as is (on, synchronize and reshape_view
 # need no data); every other ArrayOps method computes on values and refuses.
-META_AWARE = frozenset(("on", "synchronize", "reshape_view", "to_host", "from_host", "random"))
+META_AWARE = frozenset(
+    ("on", "synchronize", "reshape_view", "to_host", "from_host", "random", "randint", "randperm")
+)
 
 
 def _refusal(name: str) -> Callable[..., Any]:

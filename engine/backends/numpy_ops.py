@@ -209,6 +209,16 @@ class ArrayOps:
         draw = generator.uniform if kind == "uniform" else generator.normal
         return self.from_host(draw(shape, d, a, b))
 
+    def randint(
+        self, generator: Any, low: int, high: int, shape: tuple[int, ...], dtype: Any
+    ) -> Any:
+        """Integers uniform on [low, high) from the engine Generator, as NumPy `dtype`."""
+        return self.from_host(generator.integers(low, high, shape).astype(dtype, copy=False))
+
+    def randperm(self, generator: Any, n: int, dtype: Any) -> Any:
+        """A random permutation of 0..n-1 from the engine Generator, as NumPy `dtype`."""
+        return self.from_host(generator.permutation(n).astype(dtype, copy=False))
+
 
 def log_softmax_rows(rows: Any, xp: Any) -> Any:
     """log_softmax over the last axis of (M, C) rows."""
