@@ -12,8 +12,11 @@ import json
 import multiprocessing
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections import namedtuple
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -36,7 +39,9 @@ from engine.utils.data import (
     get_worker_info,
     random_split,
 )
+from engine.utils.data.worker import POLL_S
 
+ROOT = Path(__file__).parent.parent
 Point = namedtuple("Point", ["x", "y"])
 
 
@@ -531,3 +536,60 @@ def test_spawned_workers_give_the_same_batches():
 
     spawned = [b[:, 0].tolist() for b in make(num_workers=2, multiprocessing_context="spawn")]
     assert spawned == [b[:, 0].tolist() for b in make()]
+
+
+@pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
+def test_idle_workers_wait_for_their_loader(method):
+    # a long evaluation or checkpoint between two batches leaves the workers idle past
+    # their poll; under forkserver their parent is the server, not the loader's process,
+    # and they must not take that for the loader's death
+    loader = DataLoader(ints(24), batch_size=4, num_workers=2, multiprocessing_context=method)
+    got = []
+    for i, (x, _) in enumerate(loader):
+        got.append(x.tolist())
+        if i == 1:
+            time.sleep(3 * POLL_S)
+    assert got == batches(DataLoader(ints(24), batch_size=4))
+
+
+def test_workers_exit_when_their_loaders_process_is_killed(tmp_path):
+    script = tmp_path / "loader.py"
+    script.write_text(
+        "import multiprocessing, time\n"
+        "from engine.utils.data import DataLoader, TensorDataset\n"
+        "import engine\n"
+        "if __name__ == '__main__':\n"
+        "    data = TensorDataset(engine.arange(100))\n"
+        "    loader = DataLoader(data, batch_size=1, num_workers=2,\n"
+        "                        multiprocessing_context='forkserver')\n"
+        "    it = iter(loader)\n"
+        "    next(it)\n"
+        "    workers = multiprocessing.active_children()\n"
+        "    print(' '.join(str(p.pid) for p in workers), flush=True)\n"
+        "    time.sleep(60)\n"
+    )
+    loader = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, text=True, cwd=ROOT
+    )
+    assert loader.stdout is not None
+    try:
+        workers = [int(p) for p in loader.stdout.readline().split()]
+        assert len(workers) == 2
+        loader.kill()
+        loader.wait()
+        deadline = time.monotonic() + 10 * POLL_S + 5
+        while any(_alive(p) for p in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(_alive(p) for p in workers), "orphaned DataLoader workers live on"
+    finally:
+        loader.kill()
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie is dead: forkserver children are reaped by the server, which may lag
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().split(") ")[1][0] != "Z"

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import multiprocessing
 import os
 import queue
 import random
@@ -263,12 +264,15 @@ def _process_main(
     rng_state: list[int] | None,
     tasks: connection.Connection,
     results: connection.Connection,
-    parent_pid: int,
 ) -> None:
+    parent = multiprocessing.parent_process()
+    assert parent is not None  # a DataLoader worker process always has its loader
+
     def get_task() -> Any:
         if tasks.poll(POLL_S):
             return tasks.recv()
-        return None if os.getppid() != parent_pid else _IDLE  # the loader's process died
+        # the loader's process died; not os.getppid(), which under forkserver is the server
+        return None if not parent.is_alive() else _IDLE
 
     def put(msg: Any) -> None:
         try:
@@ -301,7 +305,7 @@ class ProcessPool:
             res_r, res_w = ctx.Pipe(duplex=False)
             p = ctx.Process(  # type: ignore[attr-defined]
                 target=_process_main,
-                args=(spec, wid, rng_states[wid], task_r, res_w, os.getpid()),
+                args=(spec, wid, rng_states[wid], task_r, res_w),
                 daemon=True,
                 name=f"DataLoader worker {wid}",
             )
