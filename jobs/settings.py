@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     reaper_interval_seconds: float = Field(5, gt=0)
     queued_timeout_seconds: float = Field(30, gt=0)
     max_attempts: int = Field(3, ge=1)
+    # How long a worker's training process may take to checkpoint and stop after it is
+    # asked to (a cancel, the worker's shutdown) before it is killed.
+    stop_grace_seconds: float = Field(60, gt=0)
 
     @field_validator("data_dir")
     @classmethod

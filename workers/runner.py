@@ -25,6 +25,7 @@ import signal
 import sys
 import threading
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -206,6 +207,7 @@ def main(job_id: str, worker_id: str) -> int:
         )
         return 1
     except Exception as e:
+        traceback.print_exc()  # into the job's log (GET /jobs/{id}/logs), for whoever debugs it
         callbacks.on_event("error", f"{type(e).__name__}: {e}")
         callbacks.flush()
         _finish(sessions, job_id, worker_id, JobStatus.failed, f"{type(e).__name__}: {e}")
@@ -217,7 +219,11 @@ def main(job_id: str, worker_id: str) -> int:
         return 0
     with sessions() as session:
         if repo.release_job(session, job_id, worker_id):
-            return EXIT_HANDED_BACK  # the worker is shutting down, not a cancel
+            # the worker is shutting down, not a cancel: say so after the loop's own
+            # "cancelled at step N" (the job is published again only once this exits)
+            message = f"handed back at step {callbacks.step}: the worker is shutting down"
+            repo.record_events(session, job_id, [("info", message)])
+            return EXIT_HANDED_BACK
     _finish(sessions, job_id, worker_id, JobStatus.cancelled)
     return 0
 

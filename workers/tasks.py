@@ -11,6 +11,9 @@ the lease alive and relays what the child cannot see:
   now) → SIGKILL the child before it writes another checkpoint into the shared folder;
 - the worker's warm shutdown (SIGTERM) → SIGTERM the child, which checkpoints and hands
   the job back queued; the task publishes it again for another worker;
+- a child still running settings.stop_grace_seconds after that SIGTERM is killed; a
+  cancelled job then ends cancelled, and a shutting-down worker's job is handed back all
+  the same (the next worker resumes it from its newest checkpoint);
 - a child that dies without finishing the job (a signal, a crash) fails the job with
   the tail of its log, so the worker lives on.
 
@@ -54,8 +57,6 @@ from workers.runner import EXIT_HANDED_BACK
 log = logging.getLogger("descent.worker")
 
 LOG_TAIL_BYTES = 2000
-# how long a stopped child may take to checkpoint before it is killed
-STOP_GRACE_SECONDS = 60.0
 
 _shutting_down = threading.Event()
 _dropped = itertools.count(1)
@@ -193,7 +194,12 @@ def _supervise(job_id: str, me: str, gpus: tuple[int, ...]) -> str:
         if stop_sent_at is None and (status == JobStatus.cancelling or _shutting_down.is_set()):
             child.send_signal(signal.SIGTERM)
             stop_sent_at = time.monotonic()
-        elif stop_sent_at is not None and time.monotonic() - stop_sent_at > STOP_GRACE_SECONDS:
+            why = "cancelled" if status == JobStatus.cancelling else "the worker is shutting down"
+            log.info("job %s: %s; asked its child to checkpoint and stop", job_id, why)
+        elif (
+            stop_sent_at is not None
+            and time.monotonic() - stop_sent_at > settings.stop_grace_seconds
+        ):
             log.warning("job %s: its child ignored SIGTERM; killing it", job_id)
             child.kill()
     if lost:
@@ -213,6 +219,7 @@ def _supervise(job_id: str, me: str, gpus: tuple[int, ...]) -> str:
             return JobStatus.cancelled.value
         if _shutting_down.is_set() and repo.release_job(session, job_id, me):
             publish(job_id, job.queue.value, job.priority)
+            log.info("job %s: handed back for another worker (its child did not)", job_id)
             return "handed back"
         # the child died without recording an outcome: a signal, a crash in the runner
         how = f"signal {-code}" if code < 0 else f"exit code {code}"
