@@ -32,6 +32,10 @@ _NOT_LAYERS = ("Module", "ModuleList", "ModuleDict")
 # `dry_run` can say which layer failed.
 _SPEC_PATH = "_spec_path"
 _PRECISION_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}
+# What a constructor or a forward given odd arguments from a spec raises: the user's
+# mistake, reported as a SpecError at its path (OverflowError for an infinite size,
+# IndexError for a dim out of range, engine.ShapeError is a RuntimeError)
+_BAD_ARGUMENTS = (TypeError, ValueError, RuntimeError, ArithmeticError, LookupError)
 
 
 def layer_classes() -> dict[str, type[nn.Module]]:
@@ -88,7 +92,7 @@ def _build_layer(layer: LayerSpec, path: str, classes: dict[str, type[nn.Module]
         args = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
         try:
             module = cls(**args)
-        except (TypeError, ValueError, RuntimeError) as e:
+        except _BAD_ARGUMENTS as e:
             raise SpecError(_arg_path(path, kwargs, str(e)), f"{layer.type}: {e}") from None
     setattr(module, _SPEC_PATH, path)
     return module
@@ -288,6 +292,21 @@ def build_model(
                 for i, layer in enumerate(model.layers)
             )
         )
+    try:
+        return _build_architecture(model, input_shape, num_classes, vocab_size, context)
+    except SpecError:
+        raise
+    except _BAD_ARGUMENTS as e:  # sizes no tensor can have, e.g. d_model 10**18
+        raise SpecError("model.args", f"{model.architecture}: {e}") from None
+
+
+def _build_architecture(
+    model: ModelSpec,
+    input_shape: tuple[int, ...],
+    num_classes: int | None,
+    vocab_size: int | None,
+    context: int | None,
+) -> nn.Module:
     arch, args = model.architecture, model.architecture_args()
     if arch == "transformer_lm":
         if vocab_size is None or context is None:
@@ -360,7 +379,7 @@ def _forward_one(model: nn.Module, input_shape: tuple[int, ...], dtype: Any) -> 
     try:
         with engine.no_grad():
             return model(engine.zeros((1, *input_shape), dtype=dtype, device=_model_device(model)))
-    except (RuntimeError, ValueError, TypeError) as e:
+    except _BAD_ARGUMENTS as e:
         if not entered:
             raise SpecError("model", f"on samples of shape {input_shape}: {e}") from None
         module, x = entered[-1]

@@ -65,6 +65,11 @@ class SchedulerSpec(ComponentSpec):
     interval: Literal["step", "epoch"] = "step"
 
 
+# The deepest model a spec may describe, in layers or blocks (GPT-3 has 96): a spec asking
+# for 2**31 blocks would otherwise keep the API building modules until its memory runs out.
+MAX_DEPTH = 1000
+
+
 class LayerSpec(BaseModel):
     """One `engine.nn` layer: {"type": "Linear", "in_features": 64, ...}; a nested
     `Sequential` is {"type": "Sequential", "layers": [...]}."""
@@ -72,7 +77,7 @@ class LayerSpec(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     type: str
-    layers: list[LayerSpec] | None = None
+    layers: list[LayerSpec] | None = Field(None, max_length=MAX_DEPTH)
 
     @property
     def kwargs(self) -> dict[str, Any]:
@@ -90,7 +95,7 @@ class LayerSpec(BaseModel):
 
 
 class MLPArgs(_Section):
-    hidden: list[int] = Field(default_factory=lambda: [128, 128])
+    hidden: list[int] = Field(default_factory=lambda: [128, 128], max_length=MAX_DEPTH)
     dropout: float = Field(0.0, ge=0, lt=1)
     activation: Literal["relu", "gelu"] = "relu"
 
@@ -103,7 +108,9 @@ class MLPArgs(_Section):
 
 
 class CNNArgs(_Section):
-    channels: list[int] = Field(default_factory=lambda: [32, 64], min_length=1)
+    channels: list[int] = Field(
+        default_factory=lambda: [32, 64], min_length=1, max_length=MAX_DEPTH
+    )
     dropout: float = Field(0.0, ge=0, lt=1)
 
     @field_validator("channels")
@@ -116,8 +123,10 @@ class CNNArgs(_Section):
 
 class ResNetArgs(_Section):
     # one stage per entry; every stage after the first halves the map (stride 2)
-    channels: list[int] = Field(default_factory=lambda: [16, 32, 64], min_length=1)
-    blocks_per_stage: int = Field(1, ge=1)
+    channels: list[int] = Field(
+        default_factory=lambda: [16, 32, 64], min_length=1, max_length=MAX_DEPTH
+    )
+    blocks_per_stage: int = Field(1, ge=1, le=MAX_DEPTH)
 
     @field_validator("channels")
     @classmethod
@@ -130,7 +139,7 @@ class ResNetArgs(_Section):
 class TransformerLMArgs(_Section):
     d_model: int = Field(128, gt=0)
     n_heads: int = Field(4, gt=0)
-    n_layers: int = Field(2, ge=1)
+    n_layers: int = Field(2, ge=1, le=MAX_DEPTH)
     d_ff: int | None = Field(None, gt=0, description="feed-forward width; 4 * d_model if null")
     dropout: float = Field(0.1, ge=0, lt=1)
 
@@ -149,10 +158,14 @@ ARCHITECTURE_ARGS: dict[str, type[BaseModel]] = {
 }
 
 
+def _count_layers(layers: list[LayerSpec]) -> int:
+    return sum(1 + _count_layers(layer.layers or []) for layer in layers)
+
+
 class ModelSpec(_Section):
     """Exactly one of `layers` (engine.nn layers in order) or `architecture` with `args`."""
 
-    layers: list[LayerSpec] | None = Field(None, min_length=1)
+    layers: list[LayerSpec] | None = Field(None, min_length=1, max_length=MAX_DEPTH)
     architecture: Literal["mlp", "cnn", "resnet", "transformer_lm"] | None = None
     args: dict[str, Any] = Field(default_factory=dict)
 
@@ -166,6 +179,8 @@ class ModelSpec(_Section):
         if self.architecture is None:
             if self.args:
                 raise _error_at("args", "args belong to an architecture; layers take none")
+            if _count_layers(self.layers or []) > MAX_DEPTH:
+                raise _error_at("layers", f"at most {MAX_DEPTH} layers in all, nested included")
             return self
         try:
             typed = ARCHITECTURE_ARGS[self.architecture].model_validate(self.args)

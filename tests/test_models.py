@@ -460,3 +460,40 @@ def test_check_limits_takes_the_services_limits() -> None:
             memory_limit_mb=None,
             limits=Limits(max_memory_mb=0.01),
         )
+
+
+@pytest.mark.parametrize(
+    ("spec", "path", "reason"),
+    [
+        # JSON's Infinity reaches a constructor as a float size
+        (
+            {"layers": [{"type": "Linear", "in_features": float("inf"), "out_features": 4}]},
+            "model.layers[0]",
+            "Linear: cannot convert float infinity",
+        ),
+        # a dim out of range is an IndexError in the forward
+        (
+            {"layers": [{"type": "Unflatten", "dim": 2**31, "unflattened_size": [8, 8]}]},
+            "model.layers[0]",
+            "dimension out of range",
+        ),
+        # more elements than int64 counts, found on the meta device
+        (
+            {"architecture": "transformer_lm", "args": {"d_model": 10**18}},
+            "model.args",
+            "more elements than int64 counts",
+        ),
+    ],
+)
+def test_odd_sizes_are_spec_errors_at_their_path(
+    spec: dict[str, Any], path: str, reason: str
+) -> None:
+    model = ModelSpec.model_validate(spec)
+    sizes: dict[str, Any] = {"input_shape": (64,), "num_classes": 10}
+    if model.architecture == "transformer_lm":
+        sizes = {"input_shape": (16,), "num_classes": None, "vocab_size": 50, "context": 16}
+    with pytest.raises(SpecError) as info:
+        check_size(model, **sizes, precision="fp32", memory_limit_mb=None)
+        dry_run(build_model(model, **sizes), sizes["input_shape"], dtype=engine.float32)
+    assert info.value.path == path
+    assert reason in info.value.reason

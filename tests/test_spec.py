@@ -139,6 +139,21 @@ def test_round_trips_through_json() -> None:
             "model.layers[0].layers",
             "only Sequential takes layers",
         ),
+        # a model deeper than any spec needs: the API would build modules for minutes
+        (
+            lambda s: s.update(
+                model={"architecture": "transformer_lm", "args": {"n_layers": 2**31}}
+            ),
+            "model.args.n_layers",
+            "less than or equal to 1000",
+        ),
+        (
+            lambda s: s["model"]["layers"].extend(
+                [{"type": "Sequential", "layers": [{"type": "ReLU"}] * 600}] * 2
+            ),
+            "model.layers",
+            "at most 1000 layers in all",
+        ),
     ],
 )
 def test_bad_spec_names_its_path(

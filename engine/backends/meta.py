@@ -207,8 +207,15 @@ def meta_array(shape: Any, dtype: Any) -> MetaArray:
     return MetaArray(_skeleton(shape), dtype)
 
 
+_MAX_NUMEL = 2**63 - 1
+
+
 def _skeleton(shape: Any) -> np.ndarray:
-    return np.empty(shape, dtype=_NO_BYTES)
+    skel = np.empty(shape, dtype=_NO_BYTES)
+    # a zero-byte skeleton has room for any shape; a tensor's element count must fit int64
+    if math.prod(skel.shape) > _MAX_NUMEL:
+        raise RuntimeError(f"a tensor of shape {skel.shape} has more elements than int64 counts")
+    return skel
 
 
 def _shape_of(x: Any) -> tuple[int, ...]:
