@@ -27,6 +27,10 @@ class Callbacks:
     def on_event(self, kind: str, message: str) -> None:
         """Something worth a line in a log: kind is "info" or "warning"."""
 
+    def on_resume(self, step: int, path: Path) -> None:
+        """Before the first step of a run that continues from the checkpoint at `path`:
+        the steps after `step`, if an earlier run reported them, are trained again."""
+
     def on_checkpoint(self, step: int, path: Path) -> None:
         """After a checkpoint is written (atomically) at `path`."""
 

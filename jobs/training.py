@@ -270,6 +270,7 @@ class _Run:
                 last_value=saved["last_value"],
             )
             self.metrics = dict(ckpt.metadata.get("metrics", {}))
+            self.callbacks.on_resume(step, path)
             self.callbacks.on_event("info", f"resumed from step {step} (checkpoint {path.name})")
             return step
         return None

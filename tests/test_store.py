@@ -447,6 +447,13 @@ def test_metrics_and_events_are_written_in_one_batch(
     assert len(rows) == 52 and rows[1].values == {"val_loss": 0.3}
     assert session.query(Metric).count() == 101
 
+    # a run resumed from step 60 reports 61.. again: the dead attempt's rows go first
+    other, _ = repo.create_job(session, owner.id, spec())
+    repo.record_metrics(session, other.id, [(70, MetricKind.step, {"loss": 0.5})])
+    repo.forget_metrics_after(session, job.id, 60)
+    assert [m.step for m in repo.metrics_after(session, job.id, after_step=58)] == [59, 60]
+    assert [m.step for m in repo.metrics_after(session, other.id)] == [70]
+
     first = repo.events_after(session, job.id, limit=5)
     assert [e.message for e in first] == [f"event {i}" for i in range(5)]
     rest = repo.events_after(session, job.id, after_id=first[-1].id)

@@ -598,6 +598,9 @@ def test_a_sigkilled_workers_job_resumes_on_another_worker(
     assert job["status"] == "succeeded", job
     assert job["attempts"] == 2 and job["progress"]["step"] == RESUMABLE_STEPS
     assert resumed_step(service.events(job_id)) == k
+    metrics = service.client.get(f"{API}/jobs/{job_id}/metrics").json()
+    steps = [m["step"] for m in metrics if m["kind"] == "step"]
+    assert steps == list(range(1, RESUMABLE_STEPS + 1)), "each step is reported once"
     # and it ends where an uninterrupted run ends: the same weights, bit for bit
     assert_same_weights(service.model(job_id), uninterrupted)
 

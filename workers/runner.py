@@ -84,6 +84,11 @@ class StoreCallbacks(Callbacks):
         self.event_rows.append((kind, message))
         self._maybe_flush()
 
+    def on_resume(self, step: int, path: Path) -> None:
+        # the steps a dead attempt reported after its last checkpoint are trained again
+        with self.sessions() as session:
+            repo.forget_metrics_after(session, self.job_id, step)
+
     def on_checkpoint(self, step: int, path: Path) -> None:
         self.flush()
         with self.sessions() as session:

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, and_, func, literal, or_, select, update
+from sqlalchemy import Select, and_, delete, func, literal, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -504,6 +504,13 @@ def record_metrics(
     if batch:
         session.execute(Metric.__table__.insert(), batch)
         session.commit()
+
+
+def forget_metrics_after(session: Session, job_id: str, step: int) -> None:
+    """Deletes the job's metric rows past `step`: a run resumed from the checkpoint at
+    `step` reports those steps again, and a step is reported once."""
+    session.execute(delete(Metric).where(Metric.job_id == job_id, Metric.step > step))
+    session.commit()
 
 
 def metrics_after(
