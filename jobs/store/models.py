@@ -161,6 +161,8 @@ class Job(Base):
         Index("ix_jobs_owner_created", "owner_id", "created_at", "id"),
         # the reaper's sweeps: expired leases, and queued jobs left unclaimed
         Index("ix_jobs_status_lease", "status", "lease_expires_at"),
+        # the per-key limit on unfinished jobs, counted on every create
+        Index("ix_jobs_owner_status", "owner_id", "status"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
