@@ -7,10 +7,12 @@ one process (tests) never share a database or a cache.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated
 
+import anyio
 from fastapi import Depends, HTTPException, Request, status
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
@@ -25,20 +27,30 @@ from server.model_cache import ModelCache
 _bearer = HTTPBearer(auto_error=False, description="an API key: Authorization: Bearer dsk_...")
 
 
-def get_session(request: Request) -> Iterator[Session]:
-    with request.app.state.sessions() as session:
+# FastAPI runs a sync dependency in a worker thread, a sync generator twice (enter and
+# exit), and each hand-off costs ~0.1 ms on a 2-core machine (benchmarks/RESULTS.md,
+# "Service load"). So what does no I/O is async, and the session hops once: a Session
+# touches the database only at its first query (made in the routes' own threads), while
+# closing it returns the connection to the pool with a rollback, a round trip on
+# PostgreSQL, so that runs in a thread, shielded so a client's disconnect cannot skip it.
+async def get_session(request: Request) -> AsyncIterator[Session]:
+    session = request.app.state.sessions()
+    try:
         yield session
+    finally:
+        with anyio.CancelScope(shield=True):
+            await run_in_threadpool(session.close)
 
 
-def get_app_settings(request: Request) -> Settings:
+async def get_app_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_job_queue(request: Request) -> JobQueue:
+async def get_job_queue(request: Request) -> JobQueue:
     return request.app.state.job_queue
 
 
-def get_model_cache(request: Request) -> ModelCache:
+async def get_model_cache(request: Request) -> ModelCache:
     return request.app.state.model_cache
 
 

@@ -260,8 +260,10 @@ def list_jobs(
 
 
 @router.get("/{job_id}")
-def get_job(job_id: IdPath, session: SessionDep, key: CurrentKey) -> JobPublic:
-    return JobPublic.of(_own_job(session, key.id, job_id))
+async def get_job(job_id: IdPath, session: SessionDep, key: CurrentKey) -> JobPublic:
+    # the route clients poll: async, so that FastAPI checks the response on the event
+    # loop instead of in a second worker thread; the query is the one thread hop
+    return JobPublic.of(await run_in_threadpool(_own_job, session, key.id, job_id))
 
 
 @router.post(
