@@ -42,7 +42,7 @@ from engine.utils.data import DataLoader
 from jobs import datasets, models
 from jobs.callbacks import Callbacks
 from jobs.errors import SpecError
-from jobs.spec import JobSpec, load_spec
+from jobs.spec import JobSpec, TrainingSpec, load_spec
 
 __all__ = [
     "RunResult",
@@ -126,6 +126,28 @@ def _build_scheduler(
         return cls(optimizer, **kwargs)
     except (TypeError, ValueError) as e:  # arguments that contradict each other or the run
         raise SpecError("scheduler", f"{spec.scheduler.type}: {e}") from None
+
+
+def _horizon(training: TrainingSpec, batches_per_epoch: int) -> tuple[int, int, int]:
+    """(optimizer steps an epoch, steps in all, epochs in all) of a run."""
+    per_epoch = -(-batches_per_epoch // (training.grad_accumulation_steps or 1))
+    if training.max_steps is not None:
+        return per_epoch, training.max_steps, -(-training.max_steps // per_epoch)
+    assert training.epochs is not None  # TrainingSpec requires one of the two
+    return per_epoch, training.epochs * per_epoch, training.epochs
+
+
+def check_schedule(spec: JobSpec, bundle: datasets.DataBundle) -> None:
+    """The run's scheduler built for its length on a stand-in optimizer, so that arguments
+    contradicting the run (warmup_steps past its last step) are a SpecError when the job
+    is submitted, not a failure on the worker."""
+    if spec.scheduler is None:
+        return
+    batches = len(DataLoader(bundle.train, batch_size=spec.data.batch_size))
+    _, total_steps, total_epochs = _horizon(spec.training, batches)
+    stand_in = [engine.zeros(1, requires_grad=True)]
+    optimizer = getattr(engine.optim, spec.optimizer.type)(stand_in, **spec.optimizer.kwargs)
+    _build_scheduler(spec, optimizer, total_steps, total_epochs)
 
 
 @dataclass
@@ -218,13 +240,9 @@ class _Run:
             )
         )
         self.accumulation = training.grad_accumulation_steps or 1
-        self.steps_per_epoch = -(-len(self.train_loader) // self.accumulation)
-        if training.max_steps is not None:
-            self.total_steps = training.max_steps
-            total_epochs = -(-training.max_steps // self.steps_per_epoch)
-        else:
-            self.total_steps = training.epochs * self.steps_per_epoch
-            total_epochs = training.epochs
+        self.steps_per_epoch, self.total_steps, total_epochs = _horizon(
+            training, len(self.train_loader)
+        )
         self.scheduler = _build_scheduler(spec, self.optimizer, self.total_steps, total_epochs)
         self.autocast_dtype = _LOW_PRECISION.get(training.precision)
         self.scaler = GradScaler(device=device.type, enabled=training.precision == "fp16")

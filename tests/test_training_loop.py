@@ -18,7 +18,7 @@ import pytest
 
 import engine
 from engine.checkpoint import load_checkpoint
-from jobs import training
+from jobs import datasets, training
 from jobs.callbacks import Callbacks
 from jobs.errors import SpecError
 from jobs.spec import JobSpec, load_spec
@@ -210,6 +210,20 @@ def test_non_finite_loss_names_the_step(tmp_path: Path) -> None:
     doc["scheduler"] = None
     with pytest.raises(training.TrainingError, match=r"^step 2: the loss is (nan|inf)"):
         train(doc, tmp_path)
+
+
+def test_a_schedule_that_contradicts_the_run_is_refused_before_it_runs(tmp_path: Path) -> None:
+    doc = example("digits-mlp", max_steps=5)  # its WarmupCosineLR warms up for 20 steps
+    spec = load_spec(doc)
+    bundle = datasets.load_data(spec.data, seed=0)
+    with pytest.raises(SpecError, match=r"at least warmup_steps \(20\), got 5") as info:
+        training.check_schedule(spec, bundle)
+    assert info.value.path == "scheduler"
+    with pytest.raises(SpecError, match="warmup_steps"):
+        train(doc, tmp_path)  # what the worker would have met
+    # epochs: 23 steps an epoch at batch 64, so one epoch is past the warm-up
+    doc = example("digits-mlp", epochs=1)
+    training.check_schedule(load_spec(doc), bundle)
 
 
 def test_a_model_over_the_limits_fails_before_it_is_built(tmp_path: Path) -> None:
