@@ -35,7 +35,7 @@ from engine.checkpoint import CheckpointError
 from jobs import datasets, models, training
 from jobs.callbacks import Callbacks
 from jobs.errors import DataError, SpecError
-from jobs.spec import JobSpec, check_components, load_spec
+from jobs.spec import check_components, load_spec
 from workers.gpus import WORKER_GPUS_ENV, owned_gpus
 
 app = typer.Typer(
@@ -152,39 +152,22 @@ def validate(spec_path: SpecArg) -> None:
         spec = load_spec(spec_path)
         check_components(spec)
         bundle = datasets.load_data(spec.data, seed=spec.training.seed)
-        # sized on the meta device first: a model too big for the limits is refused
-        # before this process allocates it
-        models.check_size(
+        # checked on the meta device only: a model, or activations, too big for the
+        # limits is refused without this process allocating it
+        params, memory = models.check_model(
             spec.model,
             input_shape=bundle.input_shape,
             num_classes=bundle.num_classes,
             vocab_size=bundle.vocab_size,
             context=bundle.context,
-            precision=spec.training.precision,
-            memory_limit_mb=spec.resources.memory_limit_mb,
-        )
-        model = _build(spec, bundle)
-        models.dry_run(model, bundle.input_shape, dtype=models.input_dtype(model))
-        params, memory = models.check_limits(
-            model,
             batch_size=spec.data.batch_size,
-            input_shape=bundle.input_shape,
             precision=spec.training.precision,
             memory_limit_mb=spec.resources.memory_limit_mb,
         )
+        training.check_schedule(spec, bundle)
     console.print(f"{spec_path}: ok ({spec.name}, {bundle.task})", highlight=False)
     console.print(f"parameters: {params:,}")
     console.print(f"estimated memory: {memory:.1f} MB at batch size {spec.data.batch_size}")
-
-
-def _build(spec: JobSpec, bundle: datasets.DataBundle) -> Any:
-    return models.build_model(
-        spec.model,
-        input_shape=bundle.input_shape,
-        num_classes=bundle.num_classes,
-        vocab_size=bundle.vocab_size,
-        context=bundle.context,
-    )
 
 
 def _read_features(path: Path, label_column: str | None) -> np.ndarray:

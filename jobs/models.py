@@ -3,14 +3,18 @@
 `build_model` turns a ModelSpec into an `engine.nn.Module`; `dry_run` pushes one zero
 sample through it and names the layer whose shapes do not fit; `count_parameters` and
 `estimate_memory_mb` size it. `check_size` sizes a spec's model on the meta device before
-it is built, `check_limits` the built one, against the same limits. Every architecture's
-module tree (so its state-dict keys) is documented on its builder and mirrored in PyTorch
-by `examples/torch_models.py`, which loads the engine's trained weights unchanged.
+it is built, `check_limits` the built one, against the same limits; `check_model` does
+all of it on the meta device (what the API and `descent validate` run: they never build
+the real model, so a spec whose activations would take gigabytes costs nothing to
+refuse). Every architecture's module tree (so its state-dict keys) is documented on its
+builder and mirrored in PyTorch by `examples/torch_models.py`, which loads the engine's
+trained weights unchanged.
 """
 
 from __future__ import annotations
 
 import inspect
+import itertools
 import math
 import os
 import re
@@ -19,6 +23,7 @@ from typing import Any
 
 import engine
 from engine import nn
+from engine.backends.meta import MetaUnsupportedError
 from engine.nn.functional import relu
 from engine.utils.checkpoint import checkpoint
 from jobs.errors import SpecError
@@ -336,7 +341,9 @@ def input_dtype(model: nn.Module) -> engine.dtype:
 
 
 def _model_device(model: nn.Module) -> Any:
-    return next((p.device for p in model.parameters()), engine.device("cpu"))
+    """Where the model's tensors are; None (the default device: that of an enclosing
+    `with engine.device(...)`, else the CPU) for a model with none."""
+    return next((t.device for t in itertools.chain(model.parameters(), model.buffers())), None)
 
 
 def _mismatch(module: nn.Module, x: Any, source: str) -> str | None:
@@ -379,6 +386,8 @@ def _forward_one(model: nn.Module, input_shape: tuple[int, ...], dtype: Any) -> 
     try:
         with engine.no_grad():
             return model(engine.zeros((1, *input_shape), dtype=dtype, device=_model_device(model)))
+    except MetaUnsupportedError:
+        raise  # a limit of the meta device, not the spec's mistake (it is a RuntimeError)
     except _BAD_ARGUMENTS as e:
         if not entered:
             raise SpecError("model", f"on samples of shape {input_shape}: {e}") from None
@@ -397,9 +406,10 @@ def _forward_one(model: nn.Module, input_shape: tuple[int, ...], dtype: Any) -> 
 
 def dry_run(model: nn.Module, input_shape: tuple[int, ...], *, dtype: Any) -> tuple[int, ...]:
     """The output shape of one sample (without the batch dim) of `input_shape` and `dtype`,
-    from a forward on zeros in eval mode under no_grad. A layer that cannot take its input
-    raises SpecError naming it: "model.layers[3]: Linear expects 64 input features, the
-    previous layer gives 128"."""
+    from a forward on zeros in eval mode under no_grad, on the model's device (meta: shapes
+    only, nothing allocated). A layer that cannot take its input raises SpecError naming
+    it: "model.layers[3]: Linear expects 64 input features, the previous layer gives 128";
+    an op the meta device cannot run raises MetaUnsupportedError."""
     return tuple(_forward_one(model, input_shape, dtype).shape[1:])
 
 
@@ -533,7 +543,12 @@ def check_size(
             vocab_size=vocab_size,
             context=context,
         )
-    limits = limits or Limits.from_env()
+    return _check_state(sized, precision, memory_limit_mb, limits or Limits.from_env())
+
+
+def _check_state(
+    sized: nn.Module, precision: str, memory_limit_mb: float | None, limits: Limits
+) -> int:
     params = count_parameters(sized)
     _check_parameters(params, limits)
     state = state_memory_mb(params, _count_buffers(sized), precision)
@@ -571,3 +586,51 @@ def check_limits(
         "lower data.batch_size or the model's size",
     )
     return params, memory
+
+
+def check_model(
+    model: ModelSpec,
+    *,
+    input_shape: tuple[int, ...],
+    num_classes: int | None,
+    vocab_size: int | None = None,
+    context: int | None = None,
+    batch_size: int,
+    precision: str,
+    memory_limit_mb: float | None,
+    limits: Limits | None = None,
+) -> tuple[int, float]:
+    """(parameters, estimated MiB) of a training run of the model a spec describes, all
+    checked on the meta device: `check_size`'s limits on its state, then `dry_run` and
+    `check_limits` on one meta sample, so neither the weights nor the activations are
+    allocated (a Conv2d with padding 5000 is refused, not run). Raises the SpecErrors
+    those raise, in that order."""
+    limits = limits or Limits.from_env()
+    sizes: dict[str, Any] = {
+        "input_shape": input_shape,
+        "num_classes": num_classes,
+        "vocab_size": vocab_size,
+        "context": context,
+    }
+    activations: dict[str, Any] = {
+        "batch_size": batch_size,
+        "input_shape": input_shape,
+        "precision": precision,
+        "memory_limit_mb": memory_limit_mb,
+        "limits": limits,
+    }
+    # the context too, so that a model with no tensors (only activations, pooling, ...)
+    # runs its sample on meta as well
+    with engine.device("meta"):
+        checked = build_model(model, **sizes)
+        _check_state(checked, precision, memory_limit_mb, limits)
+        try:
+            dry_run(checked, input_shape, dtype=input_dtype(checked))
+            return check_limits(checked, **activations)
+        except MetaUnsupportedError:
+            pass
+    # A layer the meta device cannot run yet: check the real model instead, as before
+    # there was a meta device (its state, sized above, fits the limits).
+    built = build_model(model, **sizes)
+    dry_run(built, input_shape, dtype=input_dtype(built))
+    return check_limits(built, **activations)

@@ -191,24 +191,17 @@ class _Run:
             "vocab_size": bundle.vocab_size,
             "context": bundle.context,
         }
-        # sized on the meta device (no storage, no random draws) before it is built, so a
-        # model too big for the limits fails here instead of exhausting the worker's memory
-        models.check_size(
+        # checked on the meta device (no storage, no random draws) before it is built: a
+        # shape mismatch names its layer, and a model or activations too big for the
+        # limits fail here instead of exhausting the worker's memory
+        models.check_model(
             spec.model,
             **sizes,
+            batch_size=spec.data.batch_size,
             precision=training.precision,
             memory_limit_mb=spec.resources.memory_limit_mb,
         )
         self.model = models.build_model(spec.model, **sizes).to(device)
-        # fail before training on a shape mismatch, naming the layer (eval mode: no RNG use)
-        models.dry_run(self.model, bundle.input_shape, dtype=models.input_dtype(self.model))
-        models.check_limits(
-            self.model,
-            batch_size=spec.data.batch_size,
-            input_shape=bundle.input_shape,
-            precision=training.precision,
-            memory_limit_mb=spec.resources.memory_limit_mb,
-        )
         if training.gradient_checkpointing:
             if not hasattr(self.model, "gradient_checkpointing"):
                 raise TrainingError(

@@ -54,6 +54,7 @@ def digits_spec(name: str = "digits", **training: Any) -> dict[str, Any]:
     spec = copy.deepcopy(EXAMPLE)
     spec["name"] = name
     spec["training"] = {"max_steps": 3, "seed": 0, **training}
+    spec["scheduler"]["warmup_steps"] = 2  # within the run: a longer one is refused
     return spec
 
 
@@ -333,15 +334,21 @@ def _with(spec: dict[str, Any], path: tuple[Any, ...], value: Any) -> dict[str, 
         (("optimizer", "betaz"), "optimizer.betaz", "unexpected argument for AdamW"),
         (("model", "layers", 0, "in_features"), "model.layers[0]", "Linear expects 63"),
         (("data", "batch_size"), "data.batch_size", "greater than 0"),
+        # a warm-up past the run's 3 steps: refused here, not failed on the worker
+        (("scheduler", "warmup_steps"), "scheduler", "at least warmup_steps (20), got 3"),
     ],
-    ids=["bad-field", "bad-component", "model-does-not-fit", "bad-data-section"],
+    ids=["bad-field", "bad-component", "model-does-not-fit", "bad-data-section", "bad-schedule"],
 )
 def test_a_bad_spec_is_422_naming_where(
     client: TestClient, user: dict[str, str], change: tuple[Any, ...], path: str, reason: str
 ) -> None:
-    value = {"max_steps": 0, "betaz": [0.9, 0.99], "in_features": 63, "batch_size": -1}[
-        next(p for p in reversed(change) if isinstance(p, str))
-    ]
+    value = {
+        "max_steps": 0,
+        "betaz": [0.9, 0.99],
+        "in_features": 63,
+        "batch_size": -1,
+        "warmup_steps": 20,
+    }[next(p for p in reversed(change) if isinstance(p, str))]
     response = client.post(f"{API}/jobs", json=_with(digits_spec(), change, value), headers=user)
     assert response.status_code == 422
     body = response.json()
@@ -386,6 +393,70 @@ def test_a_huge_model_is_refused_without_being_allocated(
     assert seconds < 1
     assert peak < 64 * 2**20  # the request and the digits data set; the layer would be 160 GB
     assert client.get(f"{API}/jobs", headers=user).json()["items"] == []
+
+
+def padded_cnn(padding: int, pool: int = 2) -> dict[str, Any]:
+    """The digits-cnn example, its second Conv2d padded by `padding` (64 maps of
+    (2 * padding + 2)**2 floats a sample: 1 GB at 1000, 26 GB at 5000) and the pooling
+    after it of kernel `pool`."""
+    spec = json.loads((Path(__file__).parent.parent / "examples" / "digits-cnn.json").read_text())
+    spec["training"] = {"max_steps": 3, "seed": 0}
+    spec["scheduler"] = None
+    spec["model"]["layers"][4]["padding"] = padding
+    spec["model"]["layers"][6]["kernel_size"] = pool
+    return spec
+
+
+def post_traced(
+    client: TestClient, user: dict[str, str], spec: dict[str, Any]
+) -> tuple[Any, float, int]:
+    """The answer to POST /jobs, its seconds and the peak bytes traced while it ran."""
+    tracemalloc.start()
+    try:
+        start = time.perf_counter()
+        response = client.post(f"{API}/jobs", json=spec, headers=user)
+        return response, time.perf_counter() - start, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("padding", [1000, 5000])
+def test_activations_of_gigabytes_are_refused_without_being_allocated(
+    app: FastAPI, client: TestClient, user: dict[str, str], padding: int
+) -> None:
+    # as the fuzzer sent it: the Linear after it no longer fits, found on the meta device
+    response, seconds, peak = post_traced(client, user, padded_cnn(padding))
+    assert response.status_code == 422, response.text
+    assert response.json()["path"] == "model.layers[9]"
+    assert "Linear expects 256 input features" in response.json()["detail"]
+    assert seconds < 1 and peak < 32 * 2**20  # the request and the digits data set
+    # pooled back to the 2 x 2 maps the Linear takes: only the memory limits refuse it
+    fitted = padded_cnn(padding, padding + 1)
+    service = app.state.settings
+    app.state.settings = service.model_copy(update={"max_memory_mb": 4096})
+    try:
+        response, seconds, peak = post_traced(client, user, fitted)
+    finally:
+        app.state.settings = service
+    assert response.status_code == 422, response.text
+    body = response.json()
+    assert body["path"] == "resources.memory_limit_mb", body
+    assert body["detail"].startswith("resources.memory_limit_mb: the run needs about ") and (
+        "MB at batch size 64, over the limit of 4,096 MB (DESCENT_MAX_MEMORY_MB)" in body["detail"]
+    )
+    assert seconds < 1 and peak < 32 * 2**20
+    fitted["resources"] = {"memory_limit_mb": 4096}
+    response, seconds, peak = post_traced(client, user, fitted)
+    assert (
+        response.status_code == 422 and "(resources.memory_limit_mb)" in response.json()["detail"]
+    )
+    assert client.get(f"{API}/jobs", headers=user).json()["items"] == []
+    # no limit anywhere: accepted, still without allocating it; the worker's run is bound
+    # by its own DESCENT_MAX_MEMORY_MB and the spec's resources.memory_limit_mb
+    del fitted["resources"]
+    response, seconds, peak = post_traced(client, user, fitted)
+    assert response.status_code == 201, response.text
+    assert seconds < 1 and peak < 32 * 2**20
 
 
 def test_a_spec_names_only_its_own_data_sets(
@@ -690,13 +761,14 @@ def test_a_trained_job_serves_its_model_and_predictions(
 def test_descent_serve_prints_the_url_and_a_key_that_works(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, from_env: bool
 ) -> None:
-    served: list[FastAPI] = []
-    monkeypatch.setattr(uvicorn, "run", lambda app, **_: served.append(app))
+    served: list[tuple[str, dict[str, Any]]] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: served.append((app, options)))
     for name in ("DATABASE_URL", "API_KEY", "BROKER_URL"):
         monkeypatch.delenv(f"DESCENT_{name}", raising=False)
     # serve passes --data-dir on through the environment (to the Celery app and its
     # workers): set here, so that it is restored after the test
     monkeypatch.setenv("DESCENT_DATA_DIR", "unused")
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "unused")  # and its API processes'
     if from_env:
         monkeypatch.setenv("DESCENT_API_KEY", ADMIN_TOKEN)
     args = ["serve", "--data-dir", str(tmp_path), "--port", "8123", "--no-worker"]
@@ -709,7 +781,10 @@ def test_descent_serve_prints_the_url_and_a_key_that_works(
         assert "DESCENT_API_KEY" in result.output and ADMIN_TOKEN not in result.output
     else:
         token = result.output.split("shown once): ", 1)[1].split()[0]
-    with TestClient(served[0]) as client:
+    app, options = served[0]
+    assert options["factory"] and options["workers"] >= 1
+    # what each API process runs: the factory that the import string names
+    with TestClient(uvicorn.importer.import_from_string(app)()) as client:
         assert client.get(f"{API}/keys", headers=bearer(token)).status_code == 200
     assert (tmp_path / "descent.db").is_file()
 

@@ -7,6 +7,7 @@ CPU, and whatever needs values raises naming the operation.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 import tracemalloc
@@ -16,12 +17,16 @@ from typing import Any
 import numpy as np
 import pytest
 from layer_cases import CASES, make_input
+from make_model_fixtures import CASES as MODEL_CASES
+from make_model_fixtures import sample_input
 
 import engine
 from engine import nn
-from engine.backends.meta import META_AWARE
+from engine.backends.meta import META_AWARE, MetaArray, MetaUnsupportedError, meta_array
 from engine.backends.numpy_ops import ArrayOps
 from engine.nn import init
+from jobs.models import build_model
+from jobs.spec import ModelSpec
 
 META = engine.device("meta")
 COPY_OUT = "Cannot copy out of meta tensor; no data!"
@@ -353,6 +358,53 @@ SHAPE_OPS: list[tuple[str, Callable[..., Any], list[tuple[tuple[int, ...], Any]]
         [((2, 3), engine.float32), ((3,), engine.float32)],
     ),
     ("cast", lambda a: a.half(), [((2, 3), engine.float32)]),
+    # reductions: NumPy's result shapes and dtypes, no values
+    ("sum_all", lambda a: a.sum(), [((2, 3), engine.float32)]),
+    ("sum_dims_keepdim", lambda a: a.sum((0, 2), keepdim=True), [((2, 3, 4), engine.float32)]),
+    ("sum_ints", lambda a: a.sum(-1), [((2, 3), engine.int32)]),
+    ("sum_bools", lambda a: (a > 0).sum(0), [((2, 3), engine.float32)]),
+    ("sum_half", lambda a: a.sum(1), [((2, 3), engine.float16)]),
+    ("mean_bf16", lambda a: a.mean((1, 2)), [((2, 3, 4), engine.bfloat16)]),
+    ("var", lambda a: a.var(0), [((5, 3), engine.float32)]),
+    ("std_keepdim", lambda a: a.std(1, keepdim=True), [((5, 3), engine.float64)]),
+    ("max_all", lambda a: a.max(), [((2, 3), engine.float32)]),
+    ("max_dim", lambda a: a.max(1).values, [((2, 3, 4), engine.float32)]),
+    ("min_dim_indices", lambda a: a.min(0, keepdim=True).indices, [((2, 3), engine.float32)]),
+    ("amax", lambda a: engine.amax(a, (0, 1)), [((2, 3, 4), engine.float16)]),
+    ("argmax", lambda a: a.argmax(-1), [((2, 3), engine.float32)]),
+    ("argmax_flat", lambda a: a.argmax(), [((2, 3), engine.float32)]),
+    ("prod_int", lambda a: a.prod(1), [((2, 3), engine.int32)]),
+    ("cumsum", lambda a: a.cumsum(1), [((2, 3), engine.int64)]),
+    ("all", lambda a: (a > 0).all(1), [((2, 3), engine.float32)]),
+    ("norm", lambda a: a.norm(dim=1), [((2, 3), engine.float32)]),
+    ("softmax", lambda a: a.softmax(0), [((2, 3), engine.float16)]),
+    ("log_softmax", lambda a: a.log_softmax(-1), [((2, 3), engine.float32)]),
+    # padding, gathers and windows: their shapes by formula
+    ("pad", lambda a: nn.functional.pad(a, (1, 2, 0, 3)), [((2, 3, 4), engine.float32)]),
+    ("pad_crop", lambda a: nn.functional.pad(a, (-1, 2)), [((2, 3, 4), engine.float32)]),
+    ("pad_reflect", lambda a: nn.functional.pad(a, (2, 1), "reflect"), [((2, 4), engine.float32)]),
+    (
+        "embedding",
+        nn.functional.embedding,
+        [((3, 5), engine.int64), ((10, 4), engine.float32)],
+    ),
+    (
+        "conv2d",
+        lambda x, w: nn.functional.conv2d(x, w, stride=2, padding=1, dilation=(1, 2)),
+        [((2, 4, 9, 8), engine.float32), ((6, 4, 3, 2), engine.float32)],
+    ),
+    ("max_pool", lambda a: nn.functional.max_pool2d(a, 3, 2, 1), [((2, 3, 9, 8), engine.float32)]),
+    (
+        "avg_pool",
+        lambda a: nn.functional.avg_pool2d(a, 3, 2, ceil_mode=True),
+        [((3, 8, 8), engine.float32)],
+    ),
+    (
+        "causal_attention",
+        lambda q, k: nn.functional.scaled_dot_product_attention(q, k, k, is_causal=True),
+        [((2, 5, 4), engine.float32), ((2, 6, 4), engine.float32)],
+    ),
+    ("masked_fill", lambda a: a.masked_fill(a > 0, 0.5), [((4, 4), engine.float32)]),
 ]
 
 
@@ -419,16 +471,16 @@ def test_copying_values_out_of_meta_raises_as_pytorch(read: Callable[[engine.Ten
 @pytest.mark.parametrize(
     ("name", "use"),
     [
-        ("sum", lambda t: t.sum()),
-        ("max", lambda t: t.max()),
-        ("mean", lambda t: t.mean(0)),
-        ("max", lambda t: t.softmax(-1)),
-        ("gelu", nn.functional.gelu),
+        ("indexing with a boolean meta mask", lambda t: t[t > 0]),
+        ("a masked write of several values", lambda t: t.__setitem__(t > 0, t)),
+        ("int", lambda t: nn.functional.one_hot(t.long())),  # its width is the largest value
+        ("isclose", lambda t: engine.allclose(t, t)),
+        ("cross_entropy_rows", lambda t: nn.functional.cross_entropy(t, t[:, 0].long())),
     ],
 )
 def test_ops_that_need_values_raise_naming_the_op(name: str, use: Callable[..., Any]) -> None:
     t = engine.empty(3, 4, device="meta")
-    with pytest.raises(NotImplementedError, match=rf"^{name}: not supported on meta tensors"):
+    with pytest.raises(MetaUnsupportedError, match=rf"^{name}: not supported on meta tensors"):
         use(t)
 
 
@@ -443,3 +495,210 @@ def test_ops_that_need_values_raise_naming_the_op(name: str, use: Callable[..., 
 def test_every_backend_op_that_computes_refuses_meta_by_name(name: str) -> None:
     with pytest.raises(NotImplementedError, match=rf"^{name}: not supported on meta tensors"):
         getattr(META.ops, name)(engine.empty(2, device="meta")._data)
+
+
+# ---- forwards: every layer and architecture, shapes as on the CPU ----------------------------
+def _on(device: str, build: Callable[[], nn.Module], train: bool) -> nn.Module:
+    with engine.device(device):
+        return build().train(train)
+
+
+def _outputs(out: Any) -> list[tuple[tuple[int, ...], engine.dtype]]:
+    outs = out if isinstance(out, tuple) else (out,)
+    return [(o.shape, o.dtype) for o in outs if o is not None]
+
+
+# BatchNorm with momentum=None trains with the factor 1 / batches seen: a value
+TRAINING_READS_VALUES = frozenset(("batchnorm1d_3d_cumulative",))
+
+
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_every_layer_case_runs_forward_on_meta_as_on_cpu(case: Any, train: bool) -> None:
+    x = engine.tensor(make_input(case))
+    with engine.no_grad():
+        want = _on("cpu", lambda: case.build(nn), train)(x)
+        state = engine.get_rng_state()
+        meta = _on("meta", lambda: case.build(nn), train)
+        if train and case.name in TRAINING_READS_VALUES:
+            with pytest.raises(MetaUnsupportedError, match=COPY_OUT):
+                meta(x.to("meta"))
+            return
+        got = meta(x.to("meta"))
+    assert all(o.device is META for o in (got if isinstance(got, tuple) else (got,)))
+    assert _outputs(got) == _outputs(want)
+    assert same_stream(state), "a meta forward drew from the random stream (dropout)"
+
+
+def _model_case(name: str) -> tuple[Callable[[], nn.Module], Callable[..., Any]]:
+    spec, shape, classes, vocab, context = MODEL_CASES[name]
+
+    def build() -> nn.Module:
+        sizes = {"num_classes": classes, "vocab_size": vocab, "context": context}
+        return build_model(ModelSpec.model_validate(spec), input_shape=shape, **sizes)
+
+    return build, lambda m, d: m(engine.tensor(sample_input(name)).to(d))
+
+
+def _randn(*shape: int) -> Callable[[str], engine.Tensor]:
+    return lambda d: engine.randn(*shape).to(d)
+
+
+ABOVE_DIAGONAL = engine.arange(5)[None, :] > engine.arange(5)[:, None]
+ATTENTION: dict[str, tuple[Callable[[], nn.Module], Callable[..., Any]]] = {
+    "mha_kdim_vdim_masks": (
+        lambda: nn.MultiheadAttention(8, 2, batch_first=True, kdim=4, vdim=6),
+        lambda m, d: m(
+            _randn(2, 5, 8)(d),
+            _randn(2, 6, 4)(d),
+            _randn(2, 6, 6)(d),
+            key_padding_mask=engine.zeros(2, 6, dtype=engine.bool).to(d),
+            attn_mask=engine.zeros(5, 6).to(d),
+            average_attn_weights=False,
+        ),
+    ),
+    "mha_unbatched": (
+        lambda: nn.MultiheadAttention(8, 4),
+        lambda m, d: m(*(_randn(5, 8)(d),) * 3),
+    ),
+    "encoder_norm_first_causal": (
+        lambda: nn.TransformerEncoderLayer(
+            8, 2, 16, activation="gelu", batch_first=True, norm_first=True
+        ),
+        lambda m, d: m(
+            _randn(2, 5, 8)(d),
+            src_mask=engine.zeros(5, 5).masked_fill(ABOVE_DIAGONAL, -math.inf).to(d),
+            is_causal=True,
+        ),
+    ),
+    "encoder_seq_first_padding": (
+        lambda: nn.TransformerEncoderLayer(8, 2, 16),
+        lambda m, d: m(
+            _randn(5, 2, 8)(d), src_key_padding_mask=engine.zeros(2, 5, dtype=engine.bool).to(d)
+        ),
+    ),
+}
+ARCHITECTURES = {name: _model_case(name) for name in MODEL_CASES} | ATTENTION
+
+
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
+@pytest.mark.parametrize("name", list(ARCHITECTURES))
+def test_every_architecture_runs_forward_on_meta_as_on_cpu(name: str, train: bool) -> None:
+    build, call = ARCHITECTURES[name]
+    with engine.no_grad():
+        want = call(_on("cpu", build, train), "cpu")
+        got = call(_on("meta", build, train), "meta")
+    assert _outputs(got) == _outputs(want)
+
+
+# What the layers check of their input, as a dry run meets it: the same error on meta
+MISFITS: list[tuple[str, Callable[[], nn.Module], tuple[int, ...], engine.dtype]] = [
+    ("linear", lambda: nn.Linear(5, 4), (3, 6), engine.float32),
+    ("linear_ints", lambda: nn.Linear(5, 4), (3, 5), engine.int64),
+    ("conv_channels", lambda: nn.Conv2d(3, 4, 3), (2, 2, 7, 6), engine.float32),
+    ("conv_2d_input", lambda: nn.Conv2d(3, 4, 3), (3, 7), engine.float32),
+    ("conv_kernel_too_big", lambda: nn.Conv2d(3, 4, 5), (1, 3, 3, 3), engine.float32),
+    ("maxpool_too_small", lambda: nn.MaxPool2d(3), (1, 1, 2, 2), engine.float32),
+    ("avgpool_too_small", lambda: nn.AvgPool2d(3), (1, 1, 2, 2), engine.float32),
+    ("pool_2d_input", lambda: nn.MaxPool2d(2), (4, 4), engine.float32),
+    ("batchnorm_channels", lambda: nn.BatchNorm2d(3), (2, 4, 5, 5), engine.float32),
+    ("batchnorm_dims", lambda: nn.BatchNorm2d(3), (2, 3), engine.float32),
+    ("batchnorm1d_features", lambda: nn.BatchNorm1d(3), (2, 4), engine.float32),
+    ("layernorm", lambda: nn.LayerNorm(6), (3, 5), engine.float32),
+    ("embedding_floats", lambda: nn.Embedding(10, 4), (3, 5), engine.float32),
+    ("unflatten", lambda: nn.Unflatten(1, (2, 4)), (3, 6), engine.float32),
+    ("softmax_dim", lambda: nn.Softmax(dim=3), (3, 6), engine.float32),
+    ("softmax_ints", lambda: nn.Softmax(1), (3, 5), engine.int64),
+    ("flatten_dim", lambda: nn.Flatten(2, 3), (3, 6), engine.float32),
+    ("gelu_ints", nn.GELU, (3, 5), engine.int64),
+    ("encoder_width", lambda: nn.TransformerEncoderLayer(8, 2, 16), (2, 5, 6), engine.float32),
+]
+
+
+@pytest.mark.parametrize(
+    ("build", "shape", "dtype"), [m[1:] for m in MISFITS], ids=[m[0] for m in MISFITS]
+)
+def test_an_input_a_layer_cannot_take_fails_on_meta_as_on_cpu(
+    build: Callable[[], nn.Module], shape: tuple[int, ...], dtype: engine.dtype
+) -> None:
+    errors = []
+    for device in ("cpu", "meta"):
+        with pytest.raises(Exception) as info, engine.no_grad():
+            _on(device, build, False)(engine.zeros(shape, dtype=dtype, device=device))
+        errors.append((type(info.value), str(info.value)))
+    assert errors[1] == errors[0]
+    assert not issubclass(errors[1][0], MetaUnsupportedError)
+
+
+def test_activations_of_any_size_cost_nothing_on_meta(peak_memory: Callable[[], int]) -> None:
+    # 64 maps of 10002 x 10002 floats (26 GB), then a 5001 x 5001 pooling window: a pass
+    # per tap would be 25 million of them
+    with engine.device("meta"):
+        model = nn.Sequential(
+            nn.Conv2d(32, 64, 3, padding=5000), nn.ReLU(), nn.MaxPool2d(5001), nn.AvgPool2d(2)
+        ).eval()
+    start = time.perf_counter()
+    with engine.no_grad():
+        y = model(engine.zeros(1, 32, 4, 4, device="meta"))
+    assert time.perf_counter() - start < 0.5
+    assert y.shape == (1, 64, 1, 1) and y.device is META
+    assert peak_memory() < 2**20
+
+
+# ---- the backend's rules against NumPy's own -------------------------------------------------
+NUMPY_RULES: list[tuple[str, Callable[[Any, Any], Any]]] = [
+    ("sum", lambda a, i: a.sum()),
+    ("sum_axes_keepdims", lambda a, i: a.sum(axis=(0, 2), keepdims=True)),
+    ("sum_positional_axis", lambda a, i: np.sum(a, 1)),
+    ("sum_dtype", lambda a, i: a.sum(axis=0, dtype=np.complex128)),
+    ("prod", lambda a, i: a.prod(axis=-1)),
+    ("mean", lambda a, i: a.mean(axis=1)),
+    ("var", lambda a, i: np.var(a, axis=0)),
+    ("std", lambda a, i: a.std()),
+    ("max", lambda a, i: a.max(axis=2)),
+    ("min", lambda a, i: np.min(a, axis=(1,))),
+    ("argmax", lambda a, i: a.argmax()),
+    ("argmin_keepdims", lambda a, i: a.argmin(axis=1, keepdims=True)),
+    ("all", lambda a, i: a.all(axis=0)),
+    ("any", lambda a, i: np.any(a)),
+    ("cumsum", lambda a, i: a.cumsum(axis=1)),
+    ("cumprod_flat", lambda a, i: np.cumprod(a)),
+    ("pad", lambda a, i: np.pad(a, ((1, 2), (0, 0), (3, 1)))),
+    ("pad_int", lambda a, i: np.pad(a, 2, mode="edge")),
+    ("take", lambda a, i: np.take(a, i, axis=1)),
+    ("take_flat", np.take),
+    ("take_along_axis", lambda a, i: np.take_along_axis(a, i.reshape(1, 5, 1), axis=1)),
+    ("float64_scalar", lambda a, i: a / np.float64(2)),
+]
+NUMPY_DTYPES = ["bool", "int8", "uint16", "int64", "float16", "float32", "complex64"]
+
+
+@pytest.mark.parametrize("dtype", NUMPY_DTYPES)
+@pytest.mark.parametrize("rule", [r[1] for r in NUMPY_RULES], ids=[r[0] for r in NUMPY_RULES])
+def test_meta_arrays_follow_numpys_shape_and_dtype_rules(
+    rule: Callable[[Any, Any], Any], dtype: str
+) -> None:
+    want = np.asarray(rule(np.ones((2, 3, 4), dtype), np.zeros(5, np.int64)))
+    got = rule(meta_array((2, 3, 4), dtype), meta_array((5,), np.int64))
+    assert isinstance(got, MetaArray)
+    assert (got.shape, got.dtype) == (want.shape, want.dtype)
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        lambda a: a.sum(axis=3),
+        lambda a: a.argmax(axis=(0, 1)),
+        lambda a: a[:, :0].max(axis=1),
+        lambda a: a[:0].argmin(),
+        lambda a: np.pad(a, -1),
+        lambda a: np.take_along_axis(a, np.zeros((2, 1), np.int64), axis=1),
+    ],
+    ids=["axis", "arg_axes", "empty_max", "empty_argmin", "negative_pad", "take_dims"],
+)
+def test_meta_arrays_fail_where_numpy_fails(rule: Callable[[Any], Any]) -> None:
+    with pytest.raises(Exception) as on_host:
+        rule(np.ones((2, 3, 4), np.float32))
+    with pytest.raises(type(on_host.value)) as on_meta:
+        rule(meta_array((2, 3, 4), np.float32))
+    assert str(on_meta.value) == str(on_host.value)

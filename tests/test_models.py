@@ -19,6 +19,7 @@ from make_model_fixtures import CASES, sample_input
 
 import engine
 from engine import nn
+from engine.backends.meta import MetaUnsupportedError
 from jobs.errors import SpecError
 from jobs.models import (
     MAX_PARAMETERS_ENV,
@@ -27,6 +28,7 @@ from jobs.models import (
     TransformerLM,
     build_model,
     check_limits,
+    check_model,
     check_size,
     count_parameters,
     dry_run,
@@ -497,3 +499,171 @@ def test_odd_sizes_are_spec_errors_at_their_path(
         dry_run(build_model(model, **sizes), sizes["input_shape"], dtype=engine.float32)
     assert info.value.path == path
     assert reason in info.value.reason
+
+
+# ---- checking on the meta device only: what the API and `descent validate` run --------------
+def check_on_meta(spec: dict[str, Any], shape: tuple[int, ...], **kwargs: Any) -> Any:
+    return check_model(
+        ModelSpec.model_validate(spec),
+        input_shape=shape,
+        num_classes=10,
+        **{"batch_size": 32, "precision": "fp32", "memory_limit_mb": None, **kwargs},
+    )
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_checking_on_meta_gives_the_numbers_of_the_built_model(name: str) -> None:
+    spec, shape, num_classes, vocab, context = CASES[name]
+    model = build(name)
+    dry_run(model, shape, dtype=input_dtype(model))
+    want = check_limits(
+        model, batch_size=16, input_shape=shape, precision="bf16", memory_limit_mb=None
+    )
+    state = engine.get_rng_state().numpy()
+    got = check_model(
+        ModelSpec.model_validate(spec),
+        input_shape=shape,
+        num_classes=num_classes,
+        vocab_size=vocab,
+        context=context,
+        batch_size=16,
+        precision="bf16",
+        memory_limit_mb=None,
+    )
+    assert got == want
+    np.testing.assert_array_equal(engine.get_rng_state().numpy(), state)
+
+
+MISMATCHES = [
+    (
+        [
+            {"type": "Linear", "in_features": 64, "out_features": 128},
+            {"type": "ReLU"},
+            {"type": "Linear", "in_features": 64, "out_features": 10},
+        ],
+        (64,),
+    ),
+    ([{"type": "Conv2d", "in_channels": 3, "out_channels": 4, "kernel_size": 3}], (1, 8, 8)),
+    ([{"type": "Conv2d", "in_channels": 1, "out_channels": 4, "kernel_size": 3}], (64,)),
+    ([{"type": "Flatten"}, {"type": "BatchNorm1d", "num_features": 5}], (1, 8, 8)),
+    ([{"type": "MaxPool2d", "kernel_size": 16}], (1, 8, 8)),
+    ([{"type": "LayerNorm", "normalized_shape": [4]}], (8,)),
+    ([{"type": "Unflatten", "dim": 2**31, "unflattened_size": [8, 8]}], (64,)),
+    ([{"type": "Softmax", "dim": 2}], (64,)),
+    ([{"type": "MultiheadAttention", "embed_dim": 8, "num_heads": 2}], (4, 8)),
+    ([{"type": "TransformerEncoderLayer", "d_model": 8, "nhead": 2}], (4, 6)),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("layers", "shape"), MISMATCHES)
+def test_checking_on_meta_names_the_layer_as_the_cpu_dry_run(
+    layers: list[dict[str, Any]], shape: tuple[int, ...]
+) -> None:
+    spec = {"layers": layers}
+    model = build_model(ModelSpec.model_validate(spec), input_shape=shape, num_classes=10)
+    with pytest.raises(SpecError) as on_cpu:
+        dry_run(model, shape, dtype=input_dtype(model))
+    with pytest.raises(SpecError) as on_meta:
+        check_on_meta(spec, shape)
+    assert (on_meta.value.path, on_meta.value.reason) == (on_cpu.value.path, on_cpu.value.reason)
+
+
+def test_an_empty_embedding_table_is_refused_on_meta_too() -> None:
+    spec = {"layers": [{"type": "Embedding", "num_embeddings": 0, "embedding_dim": 4}]}
+    model = build_model(ModelSpec.model_validate(spec), input_shape=(5,), num_classes=None)
+    with pytest.raises(SpecError) as on_cpu:
+        dry_run(model, (5,), dtype=engine.int64)
+    with pytest.raises(SpecError) as on_meta:
+        check_model(
+            ModelSpec.model_validate(spec),
+            input_shape=(5,),
+            num_classes=None,
+            batch_size=1,
+            precision="fp32",
+            memory_limit_mb=None,
+        )
+    # no values on meta to quote, but the same layer and the same complaint
+    assert on_meta.value.path == on_cpu.value.path == "model.layers[0]"
+    prefix = "Embedding cannot take the data's samples of shape (5,): embedding: index out of range"
+    assert on_cpu.value.reason.startswith(prefix) and on_meta.value.reason.startswith(prefix)
+
+
+def digits_cnn(padding: int, pool: int) -> dict[str, Any]:
+    """The digits-cnn example's model with its second Conv2d padded by `padding` and the
+    pooling after it of kernel `pool`."""
+    model = json.loads((Path(__file__).parent.parent / "examples" / "digits-cnn.json").read_text())
+    layers = model["model"]["layers"]
+    layers[4]["padding"], layers[6]["kernel_size"] = padding, pool
+    return model["model"]
+
+
+@pytest.mark.parametrize("padding", [1000, 5000])
+def test_activations_over_the_limit_are_refused_without_being_allocated(padding: int) -> None:
+    # 64 maps of (4 + 2 * padding - 2)**2 floats a sample: 1 GB at padding 1000, 26 GB at
+    # 5000; a pooling of kernel padding + 1 takes them back to the 2 x 2 the Linear wants
+    spec = digits_cnn(padding, padding + 1)
+    tracemalloc.start()
+    try:
+        start = time.perf_counter()
+        with pytest.raises(SpecError) as info:
+            check_on_meta(spec, (64,), limits=Limits(max_memory_mb=4096))
+        seconds = time.perf_counter() - start
+        # with no limit anywhere the spec passes, still on meta: the worker's own
+        # resources.memory_limit_mb and DESCENT_MAX_MEMORY_MB are what bound the run
+        params, memory = check_on_meta(spec, (64,))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert info.value.path == "resources.memory_limit_mb"
+    assert info.value.reason.startswith(f"the run needs about {memory:,.0f} MB at batch size 32")
+    assert "over the limit of 4,096 MB (DESCENT_MAX_MEMORY_MB)" in info.value.reason
+    side = 4 + 2 * padding - 2
+    assert memory > 2 * 2 * 64 * side * side * 4 * 32 / 2**20  # conv and ReLU outputs, x2
+    assert params == count_parameters(
+        build_model(ModelSpec.model_validate(spec), input_shape=(64,), num_classes=10)
+    )
+    assert seconds < 1
+    assert peak < 2**20
+
+
+def test_a_model_without_tensors_is_checked_on_meta_too() -> None:
+    # 256 MB of float32 if the sample were real; a model of only an activation has no
+    # parameter to say where it lives
+    tracemalloc.start()
+    try:
+        params, memory = check_on_meta({"layers": [{"type": "ReLU"}]}, (64_000_000,))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert params == 0 and memory == pytest.approx(64_000_000 * 32 * 4 * 2 / 2**20)
+    assert peak < 2**20
+
+
+def test_a_layer_meta_cannot_run_falls_back_to_the_real_dry_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # a forward that reads a value, as no engine layer does today
+    def tanh_reading_a_value(self: nn.Module, x: engine.Tensor) -> engine.Tensor:
+        return x.tanh() * (x.abs().max().item() >= 0)
+
+    monkeypatch.setattr(nn.Tanh, "forward", tanh_reading_a_value)
+    spec = {
+        "layers": [
+            {"type": "Linear", "in_features": 64, "out_features": 8},
+            {"type": "Tanh"},
+            {"type": "Linear", "in_features": 8, "out_features": 10},
+        ]
+    }
+    with engine.device("meta"):
+        meta = build_model(ModelSpec.model_validate(spec), input_shape=(64,), num_classes=10)
+    # the meta device's limit, never reported as the spec's mistake
+    with pytest.raises(MetaUnsupportedError, match="Cannot copy out of meta tensor"):
+        dry_run(meta, (64,), dtype=engine.float32)
+    model = build_model(ModelSpec.model_validate(spec), input_shape=(64,), num_classes=10)
+    want = check_limits(
+        model, batch_size=32, input_shape=(64,), precision="fp32", memory_limit_mb=None
+    )
+    assert check_on_meta(spec, (64,)) == want
+    spec["layers"][2]["in_features"] = 9  # and the real dry run names what does not fit
+    with pytest.raises(SpecError, match=r"^model.layers\[2\]: Linear expects 9 input features"):
+        check_on_meta(spec, (64,))

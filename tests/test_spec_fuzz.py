@@ -101,7 +101,8 @@ ARG_NAMES = [
     "device",
     "dtype",
 ]
-NUMBERS = [0, 1, 3, 64, 10**5, 10**9, -3, 2.5]
+# 1000 and 5000: as a Conv2d's padding, activations the API once ran a sample through
+NUMBERS = [0, 1, 3, 64, 1000, 5000, 10**5, 10**9, -3, 2.5]
 
 
 def _paths(node: Any, prefix: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
@@ -179,6 +180,7 @@ def _examples() -> list[dict[str, Any]]:
         doc = json.loads((EXAMPLES / f"{name}.json").read_text())
         doc["training"].pop("epochs", None)
         doc["training"]["max_steps"] = 5
+        doc["scheduler"]["warmup_steps"] = 2  # within the 5 steps: the rest mutates it
         docs.append(doc)
     return docs
 

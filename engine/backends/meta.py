@@ -5,18 +5,24 @@ a caller can count a model's parameters before allocating them (PyTorch's meta d
 `MetaArray` keeps its shape as a NumPy array of a zero-byte dtype (a "skeleton"), so
 NumPy itself works out the shapes of views, indexing, reshapes and concatenation without
 touching memory. Elementwise ufuncs and matmul give meta results of NumPy's shape and
-dtype; whatever needs values (reductions, sorting, host copies, the fused ops) raises
-NotImplementedError naming the operation, never computing on made-up data.
+dtype; reductions, padding, gathers and strided windows give results of the shape and
+dtype NumPy's rules give, so a model's whole forward runs on meta (what the API checks
+a job's model with). Whatever needs values (sorting, unique, boolean masks, host copies)
+raises MetaUnsupportedError (a NotImplementedError) naming the operation, never
+computing on made-up data.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 import types
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from numpy.lib.array_utils import normalize_axis_index, normalize_axis_tuple
 from numpy.lib.mixins import NDArrayOperatorsMixin
 
 from engine.backends.numpy_ops import ArrayOps
@@ -29,10 +35,15 @@ _NO_BYTES = np.dtype([])  # itemsize 0: a skeleton of any shape allocates nothin
 _PY_SCALARS = (int, float, complex)
 
 
-def no_data(op: str, *operands: Any) -> NotImplementedError:
+class MetaUnsupportedError(NotImplementedError):
+    """An operation that needs values, asked of a meta tensor: a limit of the meta device,
+    never a mistake in the caller's arguments (those raise as on the CPU)."""
+
+
+def no_data(op: str, *operands: Any) -> MetaUnsupportedError:
     shapes = " and ".join(str(tuple(o.shape)) for o in operands if isinstance(o, MetaArray))
     where = f" (shape {shapes})" if shapes else ""
-    return NotImplementedError(
+    return MetaUnsupportedError(
         f"{op}: not supported on meta tensors{where}: a meta tensor holds only its shape "
         "and dtype, no data; move it to a real device first (Module.to_empty(device=...))"
     )
@@ -67,6 +78,16 @@ class MetaArray(NDArrayOperatorsMixin):
     @property
     def nbytes(self) -> int:
         return self._skel.size * self.dtype.itemsize
+
+    @property
+    def strides(self) -> tuple[int, ...]:
+        # C-contiguous, as `flags` says: only a window's shape (as_strided's argument)
+        # matters on meta, never where its elements would lie
+        step, strides = self.dtype.itemsize, []
+        for n in reversed(self.shape):
+            strides.append(step)
+            step *= n
+        return tuple(reversed(strides))
 
     @property
     def base(self) -> None:
@@ -109,11 +130,12 @@ class MetaArray(NDArrayOperatorsMixin):
             raise no_data("view as another dtype", self)
         return MetaArray(self._skel.view(), self.dtype)
 
+    # a fresh skeleton, not a copy of this one: copying even zero-byte elements walks them
     def astype(self, dtype: Any, *args: Any, **kwargs: Any) -> MetaArray:
-        return MetaArray(self._skel.copy(), dtype)
+        return meta_array(self.shape, dtype)
 
     def copy(self, order: str = "C") -> MetaArray:
-        return MetaArray(self._skel.copy(), self.dtype)
+        return meta_array(self.shape, self.dtype)
 
     def fill(self, value: Any) -> None:
         """Nothing to fill."""
@@ -124,14 +146,58 @@ class MetaArray(NDArrayOperatorsMixin):
 
     def __setitem__(self, index: Any, value: Any) -> None:
         # nothing to write, but a value that does not fit fails as it would on data
+        mask = index[0] if isinstance(index, tuple) and len(index) == 1 else index
+        if isinstance(mask, MetaArray) and mask.dtype.kind == "b":
+            _check_masked_write(self, mask, value)
+            return
         target = self._skel[_skeleton_index(index)].shape
         given = _shape_of(value)
         if np.broadcast_shapes(given, target) != target:
             raise ValueError(f"could not broadcast a value of shape {given} into shape {target}")
 
+    # ---- reductions: the shape and dtype NumPy's would have --------------------------------
+    def sum(self, *args: Any, **kwargs: Any) -> MetaArray:
+        return _reduce(np.sum, self, *args, **kwargs)
+
+    def prod(self, *args: Any, **kwargs: Any) -> MetaArray:
+        return _reduce(np.prod, self, *args, **kwargs)
+
+    def mean(self, *args: Any, **kwargs: Any) -> MetaArray:
+        return _reduce(np.mean, self, *args, **kwargs)
+
+    def var(self, *args: Any, **kwargs: Any) -> MetaArray:
+        return _reduce(np.var, self, *args, **kwargs)
+
+    def std(self, *args: Any, **kwargs: Any) -> MetaArray:
+        return _reduce(np.std, self, *args, **kwargs)
+
+    def max(self, *args: Any, **kwargs: Any) -> MetaArray:
+        return _reduce(np.max, self, *args, **kwargs)
+
+    def min(self, *args: Any, **kwargs: Any) -> MetaArray:
+        return _reduce(np.min, self, *args, **kwargs)
+
+    def argmax(self, *args: Any, **kwargs: Any) -> MetaArray:
+        return _reduce(np.argmax, self, *args, **kwargs)
+
+    def argmin(self, *args: Any, **kwargs: Any) -> MetaArray:
+        return _reduce(np.argmin, self, *args, **kwargs)
+
+    def all(self, *args: Any, **kwargs: Any) -> MetaArray:
+        return _reduce(np.all, self, *args, **kwargs)
+
+    def any(self, *args: Any, **kwargs: Any) -> MetaArray:
+        return _reduce(np.any, self, *args, **kwargs)
+
+    def cumsum(self, *args: Any, **kwargs: Any) -> MetaArray:
+        return _reduce(np.cumsum, self, *args, **kwargs)
+
+    def cumprod(self, *args: Any, **kwargs: Any) -> MetaArray:
+        return _reduce(np.cumprod, self, *args, **kwargs)
+
     # ---- NumPy's protocols: shapes through, values refused ---------------------------------
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        raise NotImplementedError(COPY_OUT)
+        raise MetaUnsupportedError(COPY_OUT)
 
     def __array_ufunc__(
         self, ufunc: np.ufunc, method: str, *inputs: Any, out: Any = None, **kwargs: Any
@@ -168,6 +234,11 @@ class MetaArray(NDArrayOperatorsMixin):
             return func(_skeletons(args[0]), *args[1:], **kwargs)
         if func is np.result_type:
             return np.result_type(*(_dtype_or_value(a) for a in args))
+        if func in _REDUCED_DTYPE:
+            return _reduce(func, *args, **kwargs)
+        rule = _RULES.get(func)
+        if rule is not None:
+            return rule(*args, **kwargs)
         if func is np.where and len(args) == 3:
             shape = np.broadcast_shapes(*(_shape_of(a) for a in args))
             return meta_array(shape, np.result_type(*(_dtype_or_value(a) for a in args[1:])))
@@ -226,9 +297,11 @@ def _dtype_of(x: Any) -> Any:
     """What ufunc.resolve_dtypes takes: a dtype, or a Python scalar's type (weak, NEP 50)."""
     if isinstance(x, bool):
         return np.dtype(bool)
+    if isinstance(x, np.generic):  # before Python's: np.float64 is a float, and strong
+        return x.dtype
     if isinstance(x, _PY_SCALARS):
         return type(x)
-    return x.dtype if isinstance(x, MetaArray | np.ndarray | np.generic) else np.asarray(x).dtype
+    return x.dtype if isinstance(x, MetaArray | np.ndarray) else np.asarray(x).dtype
 
 
 def _dtype_or_value(x: Any) -> Any:
@@ -267,6 +340,24 @@ def _skeleton_index(index: Any) -> Any:
     return np.broadcast_to(np.intp(0), index.shape)
 
 
+def _check_masked_write(a: MetaArray, mask: MetaArray, value: Any) -> None:
+    """`a[mask] = value` fits whatever the mask holds when the value is one element (a
+    masked fill); an array of values must match the count of True entries: data."""
+    if mask.ndim > a.ndim:
+        raise IndexError(
+            f"too many indices for array: array is {a.ndim}-dimensional, but {mask.ndim} "
+            "were indexed"
+        )
+    for axis, (n, m) in enumerate(zip(a.shape, mask.shape, strict=False)):
+        if n != m:
+            raise IndexError(
+                f"boolean index did not match indexed array along axis {axis}; size of axis "
+                f"is {n} but size of corresponding boolean axis is {m}"
+            )
+    if math.prod(_shape_of(value)) != 1:
+        raise no_data("a masked write of several values", a, mask)
+
+
 def _matmul_shape(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
     if not a or not b:
         raise ValueError("matmul: a 0-d operand")
@@ -298,8 +389,149 @@ _SHAPE_ONLY = frozenset(
         np.stack,
         np.flip,
         np.repeat,
+        # the triangles keep their input's shape (the rest is zeros)
+        np.tril,
+        np.triu,
     )
 )
+
+
+# ---- reductions ------------------------------------------------------------------------------
+_INT = np.dtype(np.int_)
+
+
+def _accumulated(d: np.dtype) -> np.dtype:
+    """sum/prod/cumsum's dtype: bool and narrower integers accumulate in the platform's."""
+    if d.kind in "bi" and d.itemsize < _INT.itemsize:
+        return _INT
+    if d.kind == "u" and d.itemsize < _INT.itemsize:
+        return np.dtype(np.uint)
+    return d
+
+
+def _averaged(d: np.dtype) -> np.dtype:
+    return np.dtype(np.float64) if d.kind in "biu" else d
+
+
+def _spread_of(d: np.dtype) -> np.dtype:
+    """var/std's dtype: a complex input's spread is real."""
+    return np.dtype(f"f{d.itemsize // 2}") if d.kind == "c" else _averaged(d)
+
+
+def _same(d: np.dtype) -> np.dtype:
+    return d
+
+
+_REDUCED_DTYPE: dict[Callable[..., Any], Callable[[np.dtype], np.dtype]] = {
+    np.sum: _accumulated,
+    np.prod: _accumulated,
+    np.cumsum: _accumulated,
+    np.cumprod: _accumulated,
+    np.mean: _averaged,
+    np.var: _spread_of,
+    np.std: _spread_of,
+    np.max: _same,
+    np.amax: _same,
+    np.min: _same,
+    np.amin: _same,
+    np.argmax: lambda d: np.dtype(np.intp),
+    np.argmin: lambda d: np.dtype(np.intp),
+    np.all: lambda d: np.dtype(bool),
+    np.any: lambda d: np.dtype(bool),
+}
+# NumPy's reductions with no identity, and what it says reducing nothing with them
+_NO_IDENTITY = {
+    "max": "zero-size array to reduction operation maximum which has no identity",
+    "amax": "zero-size array to reduction operation maximum which has no identity",
+    "min": "zero-size array to reduction operation minimum which has no identity",
+    "amin": "zero-size array to reduction operation minimum which has no identity",
+    "argmax": "attempt to get argmax of an empty sequence",
+    "argmin": "attempt to get argmin of an empty sequence",
+}
+
+
+@functools.cache
+def _signature(func: Callable[..., Any]) -> inspect.Signature:
+    return inspect.signature(func)
+
+
+def _reduce(func: Callable[..., Any], a: MetaArray, *args: Any, **kwargs: Any) -> MetaArray:
+    """`func(a, ...)`'s result shape and dtype, from NumPy's signature of `func` (so axis,
+    keepdims and dtype are read as NumPy reads them, by position or keyword)."""
+    name = func.__name__
+    given = _signature(func).bind(a, *args, **kwargs).arguments
+    if given.get("out") is not None or "where" in given or "initial" in given:
+        raise no_data(f"{name} with out=, where= or initial=", a)
+    axis, ndim, shape = given.get("axis"), a.ndim, a.shape
+    dtype = np.dtype(given.get("dtype") or _REDUCED_DTYPE[func](a.dtype))
+    if name in ("cumsum", "cumprod"):
+        if axis is None:
+            return meta_array((a.size,), dtype)
+        normalize_axis_index(axis, ndim)
+        return meta_array(shape, dtype)
+    if axis is None:
+        axes = tuple(range(ndim))
+    elif name in ("argmax", "argmin"):
+        axes = (normalize_axis_index(axis, ndim),)
+    else:
+        axes = normalize_axis_tuple(axis, ndim)
+    if given.get("keepdims", False):
+        kept = tuple(1 if i in axes else n for i, n in enumerate(shape))
+    else:
+        kept = tuple(n for i, n in enumerate(shape) if i not in axes)
+    if name in _NO_IDENTITY and math.prod(shape[i] for i in axes) == 0 and math.prod(kept):
+        raise ValueError(_NO_IDENTITY[name])
+    return meta_array(kept, dtype)
+
+
+# ---- functions whose result shape a formula gives --------------------------------------------
+def _pad(array: MetaArray, pad_width: Any, mode: Any = "constant", **kwargs: Any) -> MetaArray:
+    widths = np.broadcast_to(np.asarray(pad_width, dtype=np.int64), (array.ndim, 2))
+    if (widths < 0).any():
+        raise ValueError("index can't contain negative values")
+    return meta_array(
+        tuple(int(n + lo + hi) for n, (lo, hi) in zip(array.shape, widths, strict=True)),
+        array.dtype,
+    )
+
+
+def _take(a: Any, indices: Any, axis: Any = None, **kwargs: Any) -> MetaArray:
+    if isinstance(indices, MetaArray) and indices.dtype.kind not in "iu":
+        raise IndexError("arrays used as indices must be of integer (or boolean) type")
+    if kwargs.get("out") is not None:
+        raise no_data("take with out=", a)
+    picked = _shape_of(indices)
+    if axis is None:
+        return meta_array(picked, a.dtype)
+    d = normalize_axis_index(axis, a.ndim)
+    return meta_array((*a.shape[:d], *picked, *a.shape[d + 1 :]), a.dtype)
+
+
+def _take_along_axis(arr: Any, indices: Any, axis: Any = -1) -> MetaArray:
+    if _dtype_of(indices).kind not in "iu":
+        raise IndexError("`indices` must be an integer array")
+    shape, picked = _shape_of(arr), _shape_of(indices)
+    if axis is None:
+        return meta_array(picked, arr.dtype)
+    if len(picked) != len(shape):
+        raise ValueError("`indices` and `arr` must have the same number of dimensions")
+    d = normalize_axis_index(axis, len(shape))
+    others = np.broadcast_shapes(
+        (*shape[:d], 1, *shape[d + 1 :]), (*picked[:d], 1, *picked[d + 1 :])
+    )
+    return meta_array((*others[:d], picked[d], *others[d + 1 :]), arr.dtype)
+
+
+_RULES: dict[Callable[..., Any], Callable[..., MetaArray]] = {
+    np.pad: _pad,
+    np.take: _take,
+    np.take_along_axis: _take_along_axis,
+}
+
+
+def _as_strided(x: Any, shape: Any = None, strides: Any = None, **kwargs: Any) -> MetaArray:
+    """A strided window view has the shape asked for; where it reads does not matter."""
+    return meta_array(x.shape if shape is None else shape, x.dtype)
 
 
 def _from_host(a: Any, dtype: Any = None, **kwargs: Any) -> MetaArray:
@@ -367,12 +599,14 @@ META_NUMPY = _MetaNumpy(
     asarray=_from_host,
     array=_from_host,
     ascontiguousarray=_from_host,
+    lib=types.SimpleNamespace(stride_tricks=types.SimpleNamespace(as_strided=_as_strided)),
 )
 
 
 class MetaOps(ArrayOps):
     """The backend of the meta device: host copies refused, creation and draws give meta
-    arrays, and every fused op (defined below from ArrayOps' list) refuses by name."""
+    arrays, the forward fused ops (written against `xp`) run on meta arrays as they are,
+    and every other op (defined below from ArrayOps' list) refuses by name."""
 
     name = "meta"
 
@@ -380,7 +614,7 @@ class MetaOps(ArrayOps):
         self.xp = META_NUMPY
 
     def to_host(self, a: Any) -> np.ndarray:
-        raise NotImplementedError(COPY_OUT)
+        raise MetaUnsupportedError(COPY_OUT)
 
     def from_host(self, a: np.ndarray) -> Any:
         return _from_host(a)
@@ -398,11 +632,26 @@ class MetaOps(ArrayOps):
     def randperm(self, generator: Any, n: int, dtype: Any) -> Any:
         return meta_array((n,), dtype)
 
+    def dropout_mask(self, shape: tuple[int, ...], dtype: Any, p: float, generator: Any) -> Any:
+        return meta_array(shape, dtype)  # draws nothing, as random
 
-# What the meta backend does itself or inherits as is (on, synchronize and reshape_view
-# need no data); every other ArrayOps method computes on values and refuses.
+    def erfc(self, a: Any) -> Any:
+        return meta_array(a.shape, a.dtype)
+
+    def normal_cdf(self, a: Any) -> Any:
+        return meta_array(a.shape, a.dtype)
+
+
+# What the meta backend does itself or inherits as is: on, synchronize and reshape_view
+# need no data, and the forward fused ops are generic maths over `xp` and the ops above
+# (so their results have the CPU's shapes and dtypes); every other ArrayOps method
+# computes on values (or is a backward or an optimizer step) and refuses.
 META_AWARE = frozenset(
-    ("on", "synchronize", "reshape_view", "to_host", "from_host", "random", "randint", "randperm")
+    (
+        *("on", "synchronize", "reshape_view", "to_host", "from_host"),
+        *("random", "randint", "randperm", "dropout_mask", "erfc", "normal_cdf"),
+        *("gelu", "silu", "dropout", "layer_norm_rows"),
+    )
 )
 
 

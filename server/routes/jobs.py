@@ -43,7 +43,7 @@ from jobs.settings import Settings
 from jobs.spec import JobSpec, check_components, load_spec
 from jobs.store import repository as repo
 from jobs.store.models import FINISHED, Checkpoint, Event, Job, JobStatus, Metric, Queue
-from jobs.training import MODEL_FILE, TrainedModel
+from jobs.training import MODEL_FILE, TrainedModel, check_schedule
 from server.deps import (
     CurrentKey,
     JobQueueDep,
@@ -131,27 +131,18 @@ def validate_spec(
         "vocab_size": bundle.vocab_size,
         "context": bundle.context,
     }
-    # the app's own limits, which a deployment sets through the same DESCENT_* variables
-    limits = models.Limits(settings.max_parameters, settings.max_memory_mb)
-    # sized on the meta device before it is built: a spec asking for a 160 GB layer gets
-    # its 422 without this process allocating the layer
-    models.check_size(
+    # checked on the meta device only, against the app's own limits (which a deployment
+    # sets through the same DESCENT_* variables): a spec asking for a 160 GB layer, or
+    # for gigabytes of activations, gets its 422 without this process allocating them
+    models.check_model(
         spec.model,
         **sizes,
-        precision=spec.training.precision,
-        memory_limit_mb=spec.resources.memory_limit_mb,
-        limits=limits,
-    )
-    model = models.build_model(spec.model, **sizes)
-    models.dry_run(model, bundle.input_shape, dtype=models.input_dtype(model))
-    models.check_limits(
-        model,
         batch_size=spec.data.batch_size,
-        input_shape=bundle.input_shape,
         precision=spec.training.precision,
         memory_limit_mb=spec.resources.memory_limit_mb,
-        limits=limits,
+        limits=models.Limits(settings.max_parameters, settings.max_memory_mb),
     )
+    check_schedule(spec, bundle)
     return spec
 
 

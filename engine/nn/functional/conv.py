@@ -16,6 +16,7 @@ from engine.amp.autocast_mode import autocast_state as _ac
 from engine.amp.autocast_mode import cast as _autocast
 from engine.autograd import Node, save_versions
 from engine.autograd import grad_mode as _gm
+from engine.backends.meta import MetaArray, meta_array
 from engine.errors import ShapeError
 from engine.functions.common import Tensor, record, wrap
 from engine.nn.functional._layer_common import floating, narrow, pair, wide
@@ -231,6 +232,14 @@ def _pool_geometry(
     return (kh, kw), (sh, sw), (ph, pw), (dh, dw), outs, his
 
 
+def _meta_pooled(input: Tensor, x: Any, ho: int, wo: int, unbatched: bool) -> Tensor:
+    """A pooling's result on meta, from the geometry alone: the generic path makes a pass
+    per kernel tap, kh * kw of them, which a huge kernel on a huge meta map makes
+    unbounded. (With a graph to record, meta takes the generic path.)"""
+    shape = (x.shape[1], ho, wo) if unbatched else (x.shape[0], x.shape[1], ho, wo)
+    return wrap(meta_array(shape, x.dtype), input._device)
+
+
 class MaxPool2dBackward(Node):
     def backward(self, gy: Any) -> tuple[Any]:
         (arg,) = self.saved  # type: ignore[misc]
@@ -266,6 +275,11 @@ def max_pool2d(
     (kh, kw), (sh, sw), (ph, pw), (dh, dw), (ho, wo), (hb, wb) = _pool_geometry(
         op, x.shape, kernel_size, stride, padding, dilation, ceil_mode
     )
+    if type(x) is MetaArray and not (input._rg and _gm.enabled):
+        y = _meta_pooled(input, x, ho, wo, unbatched)
+        if not return_indices:
+            return y
+        return y, wrap(meta_array(y.shape, dtypes.int64.np), input._device)
     xp = input._device.xp
     h, w = x.shape[2], x.shape[3]
     if ph or pw or hb or wb:
@@ -343,6 +357,8 @@ def avg_pool2d(
     (kh, kw), (sh, sw), (ph, pw), _, (ho, wo), (hb, wb) = _pool_geometry(
         op, x.shape, kernel_size, stride, padding, 1, ceil_mode
     )
+    if type(x) is MetaArray and not (input._rg and _gm.enabled):
+        return _meta_pooled(input, x, ho, wo, unbatched)
     xp = input._device.xp
     h, w = x.shape[2], x.shape[3]
     xw = wide(x)

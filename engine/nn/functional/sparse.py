@@ -8,6 +8,7 @@ from typing import Any
 from engine import dtypes
 from engine.autograd import Node, save_versions
 from engine.autograd import grad_mode as _gm
+from engine.backends.meta import MetaArray
 from engine.errors import ShapeError
 from engine.functions.common import Tensor, check_device, record, wrap
 from engine.functions.index import bump
@@ -19,7 +20,14 @@ def _indices(op: str, input: Tensor, n: int) -> Any:
         kind = input.dtype if isinstance(input, Tensor) else type(input).__name__
         raise TypeError(f"{op}: expected an integer (int64 or int32) index tensor, got {kind}")
     idx = input._data
-    if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= n):
+    if not idx.size:
+        return idx
+    if type(idx) is MetaArray:
+        # a meta index has no values to check, but no value fits an empty table
+        if n == 0:
+            raise IndexError(f"{op}: index out of range in self (indices must lie in [0, 0))")
+        return idx
+    if int(idx.min()) < 0 or int(idx.max()) >= n:
         raise IndexError(
             f"{op}: index out of range in self (indices must lie in [0, {n}), got "
             f"values from {int(idx.min())} to {int(idx.max())})"
