@@ -3,6 +3,7 @@ training step on CUDA that never waits for the GPU except to read its loss. GPU 
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 import numpy as np
@@ -90,6 +91,41 @@ def test_gelu_and_silu_match_cpu(fn: Any, dtype: Any) -> None:
     yc.sum().backward()
     yg.sum().backward()
     _close(xg.grad.float(), x.grad.float(), rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("act", ["relu", "gelu", "silu", "tanh"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("bias", [True, False])
+def test_fused_linear_and_activation_match_the_cpu_modules(
+    act: str, dtype: Any, bias: bool
+) -> None:
+    import cupyx
+
+    fused = importlib.import_module("engine.nn.functional.linear")
+    rng = np.random.default_rng(6)
+    # 129 output features: the bias's index % cols crosses block boundaries mid-row
+    x, xg = _pair(rng.standard_normal((3, 37, 64)).astype(dtype) * 2)
+    w, wg = _pair(rng.standard_normal((129, 64)).astype(dtype) / 8)
+    b, bg = _pair(rng.standard_normal(129).astype(dtype)) if bias else (None, None)
+    module = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh}[act]()
+    yc = module(F.linear(x, w, b))
+    fused.linear_act(xg, wg, bg, act).sum().backward()  # compiles the kernels first
+    for t in (xg, wg, bg):
+        if t is not None:
+            t.grad = None
+    gy = rng.standard_normal(yc.shape).astype(dtype)
+    gyg = engine.tensor(gy, device="cuda")
+    with cupyx.allow_synchronize(False):
+        yg = fused.linear_act(xg, wg, bg, act)
+        yg.backward(gyg)
+    assert type(yg.grad_fn) is fused.LinearActBackward
+    yc.backward(engine.tensor(gy))
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+    _close(yg, yc, rtol=tol, atol=tol)
+    _close(xg.grad, x.grad, rtol=tol, atol=tol)
+    _close(wg.grad, w.grad, rtol=tol, atol=tol * 10)  # sums over 111 rows
+    if bias:
+        _close(bg.grad, b.grad, rtol=tol, atol=tol * 10)
 
 
 @pytest.mark.parametrize("dtype", [engine.float32, engine.float64, engine.float16])
@@ -199,11 +235,19 @@ def test_a_training_step_on_cuda_never_synchronises_but_to_read_the_loss() -> No
 
     engine.manual_seed(0)
     model = nn.Sequential(
-        nn.Linear(32, 64), nn.LayerNorm(64), nn.GELU(), nn.Dropout(0.1), nn.Linear(64, 10)
+        nn.Linear(32, 64),
+        nn.LayerNorm(64),
+        nn.GELU(),
+        nn.Dropout(0.1),
+        nn.Linear(64, 64),
+        nn.GELU(),  # fused with the Linear before it
+        nn.Linear(64, 10),
     ).to("cuda")
     opt = engine.optim.AdamW(model.parameters(), lr=1e-3)
     x = engine.randn(128, 32, device="cuda")
     y = engine.randint(0, 10, (128,)).to("cuda")
+    fused = importlib.import_module("engine.nn.functional.linear")
+    assert type(model[4:6](model[:4](x)).grad_fn) is fused.LinearActBackward
     made: list[engine.Tensor] = []
 
     def step() -> engine.Tensor:

@@ -85,3 +85,12 @@ def test_kernel_types_cover_float32_and_float64_only() -> None:
     assert ck.ctype_of("float64") == "double"
     assert ck.ctype_of("float16") is None
     assert ck.ctype_of("int64") is None
+
+
+def test_bias_act_kernels_know_every_activation_linear_act_fuses() -> None:
+    linear = importlib.import_module("engine.nn.functional.linear")
+    assert set(ck.ACTIVATIONS) == set(linear.ACTIVATIONS)
+    assert len(set(ck.ACTIVATIONS.values())) == len(ck.ACTIVATIONS)
+    src = ck.source("float")
+    for name, code in ck.ACTIVATIONS.items():
+        assert f"#define ACT_{name.upper()} {code}\n" in src

@@ -30,6 +30,8 @@ ADAM_TABLE = np.dtype(
     ]
 )
 BLOCK = 256  # threads per block everywhere; the block reductions assume a multiple of 32
+# bias_act's `act` argument: the activation of a fused linear, by name
+ACTIVATIONS = {"relu": 0, "gelu": 1, "silu": 2, "tanh": 3}
 
 _TYPES: dict[str, dict[str, str]] = {
     "float": {
@@ -41,6 +43,7 @@ _TYPES: dict[str, dict[str, str]] = {
         "EXP": "expf",
         "LOG": "logf",
         "NORMCDF": "normcdff",
+        "TANH": "tanhf",
         "FMAX": "fmaxf",
     },
     "double": {
@@ -52,6 +55,7 @@ _TYPES: dict[str, dict[str, str]] = {
         "EXP": "exp",
         "LOG": "log",
         "NORMCDF": "normcdf",
+        "TANH": "tanh",
         "FMAX": "fmax",
     },
 }
@@ -329,6 +333,45 @@ extern "C" __global__ void silu_backward_T(
     }
 }
 
+// Bias + activation over a (rows, cols) GEMM output y, in place: y = act(y + b[i % cols])
+// (b optional), act by the codes of ACTIVATIONS. aux, when given, gets act'(y + b) for
+// gelu and silu, all their backward reads; relu and tanh read their output (y) instead.
+extern "C" __global__ void bias_act_forward_T(
+    T* y, const T* b, long long n, long long cols, int act, T* aux) {
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
+         i += (long long)gridDim.x * blockDim.x) {
+        T v = y[i];
+        if (b) v += b[i % cols];
+        T out, d = 0;
+        if (act == ACT_RELU) {
+            out = v < (T)0 ? (T)0 : v;  // NaN stays NaN, as NumPy's maximum keeps it
+        } else if (act == ACT_GELU) {
+            T c = NORMCDF(v);
+            d = c + v * (EXP((T)-0.5 * v * v) * (T)0.3989422804014327);
+            out = v * c;
+        } else if (act == ACT_SILU) {
+            T s = (T)1 / ((T)1 + EXP(-v));
+            d = s * ((T)1 + v * ((T)1 - s));
+            out = v * s;
+        } else {
+            out = TANH(v);
+        }
+        y[i] = out;
+        if (aux) aux[i] = d;
+    }
+}
+
+// g * act'(input) from bias_act_forward's aux (gelu, silu) or output (relu, tanh).
+extern "C" __global__ void bias_act_backward_T(
+    const T* g, const T* aux, long long n, int act, T* gx) {
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
+         i += (long long)gridDim.x * blockDim.x) {
+        T a = aux[i];
+        T d = act == ACT_RELU ? (a > (T)0 ? (T)1 : (T)0) : act == ACT_TANH ? (T)1 - a * a : a;
+        gx[i] = g[i] * d;
+    }
+}
+
 // Dropout: keep where a float32 uniform u >= p (element i of the draw (seed, offset)),
 // scaled by 1 / (1 - p); writes the scaled mask, and y = x * mask when x is given.
 extern "C" __global__ void dropout_T(
@@ -397,6 +440,8 @@ KERNELS = (
     "gelu_backward",
     "silu_forward",
     "silu_backward",
+    "bias_act_forward",
+    "bias_act_backward",
     "dropout",
     "random",
     "randint",
@@ -406,6 +451,7 @@ KERNELS = (
 def source(ctype: str) -> str:
     """The complete CUDA source for element type `ctype` ("float" or "double")."""
     macros = "".join(f"#define {k} {v}\n" for k, v in _TYPES[ctype].items())
+    macros += "".join(f"#define ACT_{k.upper()} {v}\n" for k, v in ACTIVATIONS.items())
     body = _BODY
     for name in KERNELS:
         body = body.replace(f" {name}_T(", f" {name}_{ctype}(")

@@ -268,6 +268,48 @@ class CupyOps(ArrayOps):
         gx = _pointwise_backward(self, "silu_backward", g, x, s)
         return super().silu_backward(g, x, s) if gx is None else gx
 
+    def bias_act(self, y: Any, b: Any, act: str, keep: bool) -> tuple[Any, Any]:
+        ctype = ck.ctype_of(y.dtype)
+        if ctype is None or (b is not None and b.dtype != y.dtype):
+            return super().bias_act(y, b, act, keep)
+        xp = self.xp
+        y = xp.ascontiguousarray(y)  # a no-op on a GEMM's output
+        slope = xp.empty_like(y) if keep and act in ("gelu", "silu") else None
+        if y.size:
+            b = None if b is None else xp.ascontiguousarray(b)
+            with self.on():
+                ck.function("bias_act_forward", ctype, self.index)(
+                    ck.grid(y.size),
+                    (ck.BLOCK,),
+                    (
+                        y,
+                        _ptr(b),
+                        np.int64(y.size),
+                        np.int64(y.shape[-1]),
+                        np.int32(ck.ACTIVATIONS[act]),
+                        _ptr(slope),
+                    ),
+                )
+        if not keep:
+            return y, None
+        return y, (y if slope is None else slope)
+
+    def bias_act_backward(self, g: Any, aux: Any, act: str) -> Any:
+        ctype = ck.ctype_of(aux.dtype)
+        if ctype is None or g.dtype != aux.dtype or g.shape != aux.shape:
+            return super().bias_act_backward(g, aux, act)
+        xp = self.xp
+        g, aux = xp.ascontiguousarray(g), xp.ascontiguousarray(aux)
+        gx = xp.empty_like(aux)
+        if gx.size:
+            with self.on():
+                ck.function("bias_act_backward", ctype, self.index)(
+                    ck.grid(gx.size),
+                    (ck.BLOCK,),
+                    (g, aux, np.int64(gx.size), np.int32(ck.ACTIVATIONS[act]), gx),
+                )
+        return gx
+
     def dropout_mask(self, shape: tuple[int, ...], dtype: Any, p: float, generator: Any) -> Any:
         return _dropout(self, None, shape, dtype, p, generator)[1]
 

@@ -169,25 +169,53 @@ class ArrayOps:
 
     def gelu_backward(self, g: Any, x: Any, cdf: Any) -> Any:
         """g * (Phi(x) + x * pdf(x)), in place in one buffer: no temporaries."""
-        xp = self.xp
-        gx = xp.multiply(x, x)
-        gx *= -0.5
-        xp.exp(gx, out=gx)
-        gx *= _INV_SQRT_2PI
-        gx *= x
-        gx += cdf
+        gx = _gelu_slope(self.xp, x, cdf)
         gx *= g
         return gx
 
     def silu(self, x: Any) -> tuple[Any, Any]:
         """SiLU x * sigmoid(x) of a float32/float64 array, and sigmoid(x) for the backward."""
-        with np.errstate(over="ignore"):  # exp(-x) overflows to inf for x < -88: s is then 0
-            s = 1 / (1 + self.xp.exp(-x))
+        s = _sigmoid(self.xp, x)
         return x * s, s
 
     def silu_backward(self, g: Any, x: Any, s: Any) -> Any:
         """g * s * (1 + x * (1 - s)), s = sigmoid(x)."""
-        return g * (s * (1 + x * (1 - s)))
+        return g * _silu_slope(x, s)
+
+    def bias_act(self, y: Any, b: Any, act: str, keep: bool) -> tuple[Any, Any]:
+        """act(y + b) for `y` a fresh (M, N) float32/float64 GEMM output (overwritten), b
+        (N,) or None, act relu, gelu (exact), silu or tanh: (the result, what
+        bias_act_backward reads when `keep`, else None). That is the output itself for
+        relu and tanh, act'(y + b) for gelu and silu (one array kept, not the input and
+        the gate). Op for op what linear then the activation's own op compute, so the
+        values are bitwise theirs."""
+        xp = self.xp
+        if b is not None:
+            y += b
+        if act == "relu":
+            xp.maximum(y, 0, out=y)
+            return y, (y if keep else None)
+        if act == "tanh":
+            xp.tanh(y, out=y)
+            return y, (y if keep else None)
+        gate = self.normal_cdf(y) if act == "gelu" else _sigmoid(xp, y)
+        slope = None
+        if keep:  # before y becomes the output: the slope reads the input
+            slope = _gelu_slope(xp, y, gate) if act == "gelu" else _silu_slope(y, gate)
+        y *= gate
+        return y, slope
+
+    def bias_act_backward(self, g: Any, aux: Any, act: str) -> Any:
+        """g * act'(input) from bias_act's `aux`, in the shape of both; the same ops (and
+        result layout) as each activation's own backward."""
+        if act == "relu":
+            return g * (aux > 0)
+        if act == "tanh":
+            return g * (1 - aux * aux)
+        if act == "silu":
+            return g * aux
+        # GELU's own backward multiplies into its slope buffer: a fresh C-ordered array
+        return self.xp.multiply(g, aux, out=self.xp.empty_like(aux))
 
     def dropout_mask(self, shape: tuple[int, ...], dtype: Any, p: float, generator: Any) -> Any:
         """A dropout mask in `dtype`: 1 / (1 - p) where a float32 uniform u >= p, else 0,
@@ -279,6 +307,29 @@ def adam_moments(
 
 
 _INV_SQRT_2PI = 0.3989422804014327  # 1 / sqrt(2 pi)
+
+
+def _gelu_slope(xp: Any, x: Any, cdf: Any) -> Any:
+    """GELU's derivative Phi(x) + x * pdf(x) as a new array, in place in it."""
+    d = xp.multiply(x, x)
+    d *= -0.5
+    xp.exp(d, out=d)
+    d *= _INV_SQRT_2PI
+    d *= x
+    d += cdf
+    return d
+
+
+def _sigmoid(xp: Any, x: Any) -> Any:
+    with np.errstate(over="ignore"):  # exp(-x) overflows to inf for x < -88: s is then 0
+        return 1 / (1 + xp.exp(-x))
+
+
+def _silu_slope(x: Any, s: Any) -> Any:
+    """SiLU's derivative s * (1 + x * (1 - s)), s = sigmoid(x)."""
+    return s * (1 + x * (1 - s))
+
+
 _BLOCK = 1 << 15
 
 

@@ -7,12 +7,17 @@ from collections.abc import Callable
 from typing import Any
 
 from engine.nn.attention import MultiheadAttention
+from engine.nn.containers import plain
 from engine.nn.dropout import Dropout
 from engine.nn.functional.activation import gelu, relu
+from engine.nn.functional.linear import linear_act
 from engine.nn.linear import Linear
 from engine.nn.module import Module
 from engine.nn.normalization import LayerNorm
 from engine.tensor import Tensor
+
+# the activation functions linear_act runs fused with the Linear before them
+_FUSED: dict[Callable[[Tensor], Tensor], str] = {relu: "relu", gelu: "gelu"}
 
 
 def _activation(activation: str | Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
@@ -92,5 +97,10 @@ class TransformerEncoderLayer(Module):
         return self.dropout1(x)
 
     def _ff_block(self, x: Tensor) -> Tensor:
-        x = self.linear2(self.dropout(self.activation(self.linear1(x))))
-        return self.dropout2(x)
+        fused = _FUSED.get(self.activation)
+        if fused is not None and type(self.linear1) is Linear and plain(self.linear1):
+            # the bias and activation in the GEMM's one pass (linear_act), as Sequential does
+            h = linear_act(x, self.linear1.weight, self.linear1.bias, fused)
+        else:
+            h = self.activation(self.linear1(x))
+        return self.dropout2(self.linear2(self.dropout(h)))
