@@ -2,10 +2,11 @@
 submit-to-running latency, on the embedded set-up and on PostgreSQL + Redis.
 
     .venv/bin/python benchmarks/load.py [--setup embedded|redis|both] [--duration 60]
-        [--rate 500] [--client raw|httpx] [--json PATH]
+        [--rate 500] [--client raw|httpx] [--api-workers N] [--json PATH]
 
 Each set-up gets a service of its own, started here (`descent serve --no-worker`, on a
-free port, in a temporary data dir) and torn down after:
+free port, in a temporary data dir; its API processes are serve's default unless
+--api-workers says) and torn down after:
   embedded  SQLite (WAL) and the filesystem:// broker in the data dir
   redis     a fresh PostgreSQL database on DESCENT_TEST_POSTGRES_URL's server (dropped
             after) and a free Redis db number (flushed after)
@@ -244,12 +245,13 @@ class Service:
     """`descent serve --no-worker` and `descent worker`s, each in its own session (so the
     whole group goes on the way out), logging to files under `logs`."""
 
-    def __init__(self, env: dict[str, str], logs: Path) -> None:
+    def __init__(self, env: dict[str, str], logs: Path, api_workers: int | None) -> None:
         self.env, self.logs = env, logs
         self.port = free_port()
         self.processes: list[subprocess.Popen[bytes]] = []
         self.log_paths: dict[int, Path] = {}
-        self.api = self._start("serve", "--port", str(self.port), "--no-worker")
+        options = [] if api_workers is None else ["--api-workers", str(api_workers)]
+        self.api = self._start("serve", "--port", str(self.port), "--no-worker", *options)
         self.client = httpx.Client(
             base_url=f"http://127.0.0.1:{self.port}",
             headers={"Authorization": f"Bearer {TOKEN}"},
@@ -282,6 +284,15 @@ class Service:
         self.processes.append(process)
         self.log_paths[process.pid] = path
         return process
+
+    def api_processes(self) -> int:
+        """How many processes serve the API: uvicorn's spawned children, else serve."""
+        spawned = 0
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError):  # a process that ended while we looked
+                if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == self.api.pid:
+                    spawned += b"spawn_main" in (stat.parent / "cmdline").read_bytes()
+        return spawned or 1
 
     def log_tail(self, process: subprocess.Popen[bytes], lines: int = 30) -> str:
         return "\n".join(self.log_paths[process.pid].read_text().splitlines()[-lines:])
@@ -635,8 +646,17 @@ def run_setup(setup: SetUp, data_dir: Path, args: argparse.Namespace) -> dict[st
     env = {k: v for k, v in env.items() if v}  # "" unsets: the embedded defaults
     logs = data_dir / "logs"
     logs.mkdir(parents=True)
-    service = Service(env, logs)
-    results: dict[str, Any] = {"versions": setup.versions}
+    service = Service(env, logs, args.api_workers)
+    results: dict[str, Any] = {
+        "versions": setup.versions,
+        "api_processes": service.api_processes(),
+        "load_average": {"start": os.getloadavg()},
+    }
+    show(
+        setup.name,
+        "service",
+        f"{results['api_processes']} API process(es); load average {os.getloadavg()[0]:.2f}",
+    )
     try:
         if "submit" in args.phases:
             r = submit_to_running(service, args.workers, args.submit_jobs)
@@ -654,6 +674,8 @@ def run_setup(setup: SetUp, data_dir: Path, args: argparse.Namespace) -> dict[st
         results.update(asyncio.run(_load_phases(setup, service, data_dir, args)))
     finally:
         service.close()
+    results["load_average"]["end"] = os.getloadavg()
+    show(setup.name, "done", f"load average (1, 5, 15 min): {os.getloadavg()}")
     return results
 
 
@@ -732,13 +754,13 @@ def versions() -> dict[str, str]:
 
 def markdown(results: dict[str, Any], args: argparse.Namespace) -> str:
     rows = [
-        "| set-up | reads p50 / p90 / p99 / max ms (at rate/s) | read errors "
+        "| set-up (API processes) | reads p50 / p90 / p99 / max ms (at rate/s) | read errors "
         "| saturation req/s (p99 ms) | creates/s (p99 ms) | jobs in store / on broker "
         "| submit-to-running p50 / max s |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
     for name, r in results.items():
-        cells = [name]
+        cells = [f"{name} ({r['api_processes']})"]
         if "reads" in r:
             ms = r["reads"]["latency_ms"]
             cells += [
@@ -774,6 +796,11 @@ def markdown(results: dict[str, Any], args: argparse.Namespace) -> str:
         f"--client {args.client}, {datetime.date.today().isoformat()}",
         "",
         "- " + ", ".join(f"{k} {v}" for k, v in all_versions.items()),
+        "- load average (1 min) at each set-up's start and end: "
+        + ", ".join(
+            f"{name} {r['load_average']['start'][0]:.2f} -> {r['load_average']['end'][0]:.2f}"
+            for name, r in results.items()
+        ),
         "",
     ]
     return "\n".join(head + rows)
@@ -789,6 +816,9 @@ def main() -> None:
     p.add_argument("--saturation-s", type=float, default=10.0)
     p.add_argument("--create-connections", type=int, default=8)
     p.add_argument("--create-s", type=float, default=10.0)
+    p.add_argument(
+        "--api-workers", type=int, help="descent serve's API processes (default: serve's)"
+    )
     p.add_argument("--workers", type=int, default=1, help="for submit-to-running")
     p.add_argument("--submit-jobs", type=int, default=15)
     p.add_argument(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -255,6 +256,12 @@ def migrate(
     console.print(f"{shown}: schema up to date", highlight=False)
 
 
+# An API process is GIL-bound: one a core, but not more than a few by default, as each
+# holds its own memory (the engine, NumPy) and database connection pool.
+MAX_DEFAULT_API_WORKERS = 4
+DEFAULT_API_WORKERS = min(os.cpu_count() or 1, MAX_DEFAULT_API_WORKERS)
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="the address to listen on")] = "127.0.0.1",
@@ -273,9 +280,19 @@ def serve(
     no_worker: Annotated[
         bool, typer.Option("--no-worker", help="the API only (workers run elsewhere)")
     ] = False,
+    api_workers: Annotated[
+        int,
+        typer.Option(
+            "--api-workers",
+            min=1,
+            help="API processes sharing HOST:PORT; default the machine's cores, at most "
+            f"{MAX_DEFAULT_API_WORKERS}",
+        ),
+    ] = DEFAULT_API_WORKERS,
 ) -> None:
-    """Run the service: migrations applied, the API on HOST:PORT, the reaper, and
-    worker processes on the same broker; prints the URL and a key."""
+    """Run the service: migrations applied, the API on HOST:PORT (in API_WORKERS
+    processes), the reaper, and worker processes on the same broker; prints the URL and
+    a key."""
     # imported here: train, validate and predict need no web server
     import uvicorn
     from sqlalchemy.exc import ArgumentError, OperationalError
@@ -298,7 +315,14 @@ def serve(
         err_console.print(f"[red]error:[/red] cannot open the database: {reason}", highlight=False)
         raise typer.Exit(1) from None
 
-    from server.app import create_app
+    # Before anything imports prometheus_client: the API processes count their requests
+    # in files here, and whichever answers GET /metrics sums them (server/telemetry.py).
+    # Emptied, so that a restart does not carry on the last run's counts.
+    metrics_dir = settings.data_dir / "prometheus"
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+
     from workers.queue import CeleryQueue
     from workers.reaper import Reaper
 
@@ -317,11 +341,15 @@ def serve(
         subprocess.Popen([sys.executable, "-m", "descent", "worker"]) for _ in range(count)
     ]
     console.print(f"workers: {count} (descent worker)", highlight=False)
-    job_queue = CeleryQueue()
-    reaper = Reaper(sessions, job_queue, settings)
+    # one reaper for the service, here, beside uvicorn's supervisor of the API processes
+    reaper = Reaper(sessions, CeleryQueue(), settings)
     reaper.start()
     try:
-        uvicorn.run(create_app(settings, job_queue=job_queue), host=host, port=port)
+        # an import string, which is how uvicorn starts several processes; each builds
+        # its own app from the environment set above (descent/asgi.py)
+        uvicorn.run(
+            "descent.asgi:create_app", factory=True, host=host, port=port, workers=api_workers
+        )
     finally:
         reaper.stop()
         _stop_processes(worker_processes)

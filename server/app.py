@@ -1,8 +1,9 @@
 """The FastAPI application: `create_app(settings)`.
 
 The app owns one engine and session factory for its settings' database, applies the
-migrations when it starts (so `descent serve` on an empty data dir just works), and makes
-DESCENT_API_KEY the first admin key. Routes live under /api/v1, one router a resource;
+migrations when it starts (so the app on an empty database just works; `descent serve`
+migrates before it starts its API processes, so theirs find the schema current), and
+makes DESCENT_API_KEY the first admin key. Routes live under /api/v1, one router a resource;
 health, readiness and Prometheus metrics sit at the root, where load balancers and
 scrapers look for them.
 
@@ -40,14 +41,22 @@ MULTIPART_OVERHEAD_BYTES = 1 << 20
 
 
 def _ensure_first_key(app: FastAPI) -> None:
-    """DESCENT_API_KEY as an admin key, once: a restart with the same key finds it."""
+    """DESCENT_API_KEY as an admin key, once: a restart with the same key finds it, and
+    of several API processes starting at once (`descent serve --api-workers`) one inserts
+    it while the others' inserts fail on the unique prefix and find it inserted."""
     settings: Settings = app.state.settings
     if settings.api_key is None:
         return
     token = settings.api_key.get_secret_value()
     with app.state.sessions() as session:
-        if repo.authenticate(session, token) is None:
+        if repo.authenticate(session, token) is not None:
+            return
+        try:
             repo.create_key(session, FIRST_KEY_NAME, admin=True, secret=token)
+        except ValueError:
+            # a process beside this one inserted it first; anything else is still an error
+            if repo.authenticate(session, token) is None:
+                raise
 
 
 @asynccontextmanager

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request, Response, status
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -47,14 +47,13 @@ def readyz(session: SessionDep, job_queue: JobQueueDep, response: Response) -> d
 
 @router.get("/metrics", response_class=Response)
 def metrics(request: Request, session: SessionDep) -> Response:
-    """Prometheus text: request counts and latencies, jobs created, jobs by status."""
+    """Prometheus text: request counts and latencies, jobs created (of every API process),
+    jobs by status."""
     telemetry: Telemetry = request.app.state.telemetry
     try:
         counts = dict(session.execute(select(Job.status, func.count()).group_by(Job.status)).all())
     except SQLAlchemyError:
         # the request metrics still matter while the database is down; readyz reports it
         counts = None
-    if counts is not None:
-        for job_status in JobStatus:
-            telemetry.jobs.labels(job_status.value).set(counts.get(job_status, 0))
-    return Response(generate_latest(telemetry.registry), media_type=CONTENT_TYPE_LATEST)
+    job_counts = None if counts is None else {each.value: counts.get(each, 0) for each in JobStatus}
+    return Response(telemetry.render(job_counts), media_type=CONTENT_TYPE_LATEST)
