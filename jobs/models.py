@@ -13,7 +13,6 @@ trained weights unchanged.
 
 from __future__ import annotations
 
-import inspect
 import itertools
 import math
 import os
@@ -27,7 +26,15 @@ from engine.backends.meta import MetaUnsupportedError
 from engine.nn.functional import relu
 from engine.utils.checkpoint import checkpoint
 from jobs.errors import SpecError
-from jobs.spec import CNNArgs, LayerSpec, MLPArgs, ModelSpec, ResNetArgs, TransformerLMArgs
+from jobs.spec import (
+    CNNArgs,
+    LayerSpec,
+    MLPArgs,
+    ModelSpec,
+    ResNetArgs,
+    TransformerLMArgs,
+    constructor_parameters,
+)
 
 # A layer's tensors follow the job (resources.device, training.precision), never the spec.
 _JOB_OWNED_ARGS = ("device", "dtype")
@@ -81,7 +88,7 @@ def _build_layer(layer: LayerSpec, path: str, classes: dict[str, type[nn.Module]
                 f"unknown layer {layer.type!r}; engine.nn has {', '.join(sorted(classes))}",
             )
         kwargs = layer.kwargs
-        params = inspect.signature(cls).parameters
+        params = constructor_parameters(cls)
         for key in kwargs:
             if key in _JOB_OWNED_ARGS:
                 raise SpecError(

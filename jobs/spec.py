@@ -11,8 +11,10 @@ against the data set, by `jobs.models.build_model` and `dry_run`.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -344,10 +346,17 @@ def scheduler_classes() -> dict[str, type]:
     return _classes(sched, sched.LRScheduler, exclude=(sched.LambdaLR, sched.SequentialLR))
 
 
+@functools.cache
+def constructor_parameters(cls: type) -> Mapping[str, inspect.Parameter]:
+    """The parameters of `cls`'s constructor, looked up once a class: every POST /jobs
+    checks a spec's components and layers against them."""
+    return inspect.signature(cls).parameters
+
+
 def _check_args(
     section: str, cls: type, kwargs: dict[str, Any], *, skip_first: bool, filled: tuple[str, ...]
 ) -> None:
-    params = list(inspect.signature(cls).parameters.values())
+    params = list(constructor_parameters(cls).values())
     if skip_first:
         # the params / optimizer argument is the loop's to pass, never the spec's
         params = params[1:]

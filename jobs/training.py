@@ -22,7 +22,6 @@ the preprocessing training applied.
 
 from __future__ import annotations
 
-import inspect
 import math
 import re
 import time
@@ -42,7 +41,7 @@ from engine.utils.data import DataLoader
 from jobs import datasets, models
 from jobs.callbacks import Callbacks
 from jobs.errors import SpecError
-from jobs.spec import JobSpec, TrainingSpec, load_spec
+from jobs.spec import JobSpec, TrainingSpec, constructor_parameters, load_spec
 
 __all__ = [
     "RunResult",
@@ -116,7 +115,7 @@ def _build_scheduler(
     cls = getattr(lr_scheduler, spec.scheduler.type)
     kwargs = dict(spec.scheduler.kwargs)
     horizon = total_steps if spec.scheduler.interval == "step" else total_epochs
-    params = inspect.signature(cls).parameters
+    params = constructor_parameters(cls)
     # OneCycleLR may be sized by epochs * steps_per_epoch instead of total_steps
     if "epochs" not in kwargs:
         for name in _HORIZON_ARGS:

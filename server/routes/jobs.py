@@ -18,6 +18,7 @@ final model.safetensors, which jobs.training.run writes there.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import shutil
@@ -35,12 +36,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 import engine
 from jobs import models
-from jobs.datasets import apply_preprocessing, load_data
+from jobs.datasets import DataBundle, apply_preprocessing, load_data
 from jobs.datasets.readers import BUILTIN
 from jobs.errors import DataError, SpecError
 from jobs.paths import DATASET_REF, dataset_path, is_store_id, job_dir, job_log
 from jobs.settings import Settings
-from jobs.spec import JobSpec, check_components, load_spec
+from jobs.spec import DataSpec, JobSpec, check_components, load_spec
 from jobs.store import repository as repo
 from jobs.store.models import FINISHED, Checkpoint, Event, Job, JobStatus, Metric, Queue
 from jobs.training import MODEL_FILE, TrainedModel, check_schedule
@@ -99,6 +100,21 @@ def _resolve(session: Session, owner_id: int, value: str, field: str) -> tuple[s
     return DATASET_REF + value.removeprefix(DATASET_REF), path
 
 
+def _load(data: DataSpec, seed: int) -> DataBundle:
+    """The data a spec trains on, to check the spec against: a built-in data set's bundle
+    is prepared once a process for each data section and seed (validation only reads its
+    shapes and sizes), an uploaded one every time (it may be large, and is read quickly)."""
+    sources = (data.train, data.validation)
+    if all(s is None or s.startswith(BUILTIN) for s in sources):
+        return _load_builtin(data.model_dump_json(), seed)
+    return load_data(data, seed=seed)
+
+
+@functools.lru_cache(maxsize=64)
+def _load_builtin(data_json: str, seed: int) -> DataBundle:
+    return load_data(DataSpec.model_validate_json(data_json), seed=seed)
+
+
 def validate_spec(
     raw: dict[str, Any], session: Session, owner_id: int, settings: Settings
 ) -> JobSpec:
@@ -122,7 +138,7 @@ def validate_spec(
     readable = spec.data.model_copy(update={"train": train_file, "validation": validation_file})
     references = {train_file: train, validation_file: validation}
     try:
-        bundle = load_data(readable, seed=spec.training.seed)
+        bundle = _load(readable, spec.training.seed)
     except DataError as e:
         raise DataError(references.get(e.source) or e.source, e.reason) from None
     sizes: dict[str, Any] = {
