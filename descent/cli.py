@@ -37,7 +37,7 @@ from jobs import datasets, models, training
 from jobs.callbacks import Callbacks
 from jobs.errors import DataError, SpecError
 from jobs.spec import check_components, load_spec
-from workers.gpus import WORKER_GPUS_ENV, owned_gpus
+from workers.gpus import WORKER_GPUS_ENV, owned_gpus, worker_arguments
 
 app = typer.Typer(
     add_completion=False,
@@ -337,10 +337,13 @@ def serve(
             _, secret = repo.create_key(session, "descent serve", admin=True)
         console.print(f"API key (admin, shown once): {secret}", highlight=False)
     count = 0 if no_worker else workers
+    gpus = owned_gpus(None) if count else ()
     worker_processes = [
-        subprocess.Popen([sys.executable, "-m", "descent", "worker"]) for _ in range(count)
+        subprocess.Popen([sys.executable, "-m", "descent", "worker", *arguments])
+        for arguments in worker_arguments(count, gpus)
     ]
-    console.print(f"workers: {count} (descent worker)", highlight=False)
+    shared = f", sharing GPUs {','.join(map(str, gpus))}" if gpus else ""
+    console.print(f"workers: {count} (descent worker{shared})", highlight=False)
     # one reaper for the service, here, beside uvicorn's supervisor of the API processes
     reaper = Reaper(sessions, CeleryQueue(), settings)
     reaper.start()

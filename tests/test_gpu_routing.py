@@ -29,6 +29,7 @@ from workers.gpus import (
     gpus_needed,
     owned_gpus,
     parse_gpu_ids,
+    worker_arguments,
 )
 
 # the worker tests' service (API and reaper on a fresh data dir), one for this module
@@ -297,3 +298,18 @@ def test_a_gpu_worker_gives_each_job_its_own_gpus(service: Service) -> None:
     assert job["status"] == "succeeded", job
     assert _assigned(service, cpu_job) == "CPU"
     assert list(children.visible.values()) == [""]  # no GPU to touch
+
+
+def test_serve_splits_its_gpus_over_its_workers_one_owner_each() -> None:
+    assert worker_arguments(2, (0, 1, 2)) == [
+        ["--queues", "cpu,gpu", "--gpus", "0,2"],
+        ["--queues", "cpu,gpu", "--gpus", "1"],
+    ]
+    # more workers than GPUs: the rest take CPU jobs only, and own no GPU
+    assert worker_arguments(3, (0,)) == [
+        ["--queues", "cpu,gpu", "--gpus", "0"],
+        ["--queues", "cpu", "--gpus", ""],
+        ["--queues", "cpu", "--gpus", ""],
+    ]
+    assert worker_arguments(1, ()) == [["--queues", "cpu", "--gpus", ""]]
+    assert worker_arguments(0, (0, 1)) == []

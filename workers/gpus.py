@@ -69,6 +69,21 @@ def owned_gpus(listed: str | None) -> tuple[int, ...]:
     return ids
 
 
+def worker_arguments(workers: int, gpus: Sequence[int]) -> list[list[str]]:
+    """`descent worker` arguments for `workers` processes sharing `gpus`: each GPU goes to
+    exactly one process (round robin), a process with GPUs takes the gpu queue too, so
+    that `descent serve` on a GPU machine runs device jobs without two of them ever
+    being lent the same GPU."""
+    commands = []
+    for i in range(workers):
+        mine = gpus[i::workers]
+        if mine:
+            commands.append(["--queues", "cpu,gpu", "--gpus", ",".join(map(str, mine))])
+        else:
+            commands.append(["--queues", "cpu", "--gpus", ""])
+    return commands
+
+
 def cuda_visible_devices(gpus: Sequence[int]) -> str:
     """The child's CUDA_VISIBLE_DEVICES for the worker's `gpus`. The child's variable
     replaces the worker's rather than narrowing it, so ids go through the worker's own
