@@ -14,6 +14,7 @@ validation errors 422 naming the parameter. Anything else is a bug, answered 500
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -26,7 +27,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from jobs.errors import DataError, SpecError
 from jobs.settings import Settings, get_settings
-from jobs.store import make_engine, make_session_factory, migrate
+from jobs.store import make_engine, make_read_session_factory, make_session_factory, migrate
 from jobs.store import repository as repo
 from jobs.store.repository import IdempotencyKeyReused
 from server.job_queue import JobQueue, StoreQueue
@@ -63,6 +64,10 @@ def _ensure_first_key(app: FastAPI) -> None:
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     migrate(app.state.settings.database_url)
     _ensure_first_key(app)
+    # what start-up made (modules, the engine, SQLAlchemy's mappers) lives as long as the
+    # process: out of the collector's sight, a full collection no longer walks it all in
+    # the middle of a request
+    gc.freeze()
     yield
     app.state.engine.dispose()
 
@@ -146,6 +151,7 @@ def create_app(settings: Settings | None = None, *, job_queue: JobQueue | None =
     app.state.settings = settings
     app.state.engine = make_engine(settings.database_url)
     app.state.sessions = make_session_factory(app.state.engine)
+    app.state.read_sessions = make_read_session_factory(app.state.engine)
     app.state.job_queue = job_queue or StoreQueue()
     app.state.model_cache = ModelCache()
     app.state.telemetry = Telemetry()

@@ -24,6 +24,7 @@ from server.model_cache import ModelCache
 
 # auto_error=False: a missing or non-Bearer header is ours to answer, with a 401 that says
 # what to send (HTTPBearer's own answer is a 403)
+_READ_METHODS = frozenset(("GET", "HEAD"))
 _bearer = HTTPBearer(auto_error=False, description="an API key: Authorization: Bearer dsk_...")
 
 
@@ -34,7 +35,9 @@ _bearer = HTTPBearer(auto_error=False, description="an API key: Authorization: B
 # closing it returns the connection to the pool with a rollback, a round trip on
 # PostgreSQL, so that runs in a thread, shielded so a client's disconnect cannot skip it.
 async def get_session(request: Request) -> AsyncIterator[Session]:
-    session = request.app.state.sessions()
+    # a GET only reads: on PostgreSQL its session needs no transaction (store.engine)
+    reads = request.method in _READ_METHODS
+    session = (request.app.state.read_sessions if reads else request.app.state.sessions)()
     try:
         yield session
     finally:

@@ -27,6 +27,7 @@ import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from safetensors.numpy import load as load_safetensors
+from sqlalchemy import event
 from sqlalchemy.orm import Session
 from test_store import fresh_postgres_database
 from typer.testing import CliRunner
@@ -794,15 +795,45 @@ def test_a_server_fault_is_still_a_json_error(app: FastAPI, client: TestClient) 
     def broken_session() -> Any:
         raise RuntimeError("the store fell over")
 
-    original = app.state.sessions
-    app.state.sessions = broken_session
+    original = app.state.sessions, app.state.read_sessions
+    app.state.sessions = app.state.read_sessions = broken_session
     try:
         faulty = TestClient(app, raise_server_exceptions=False)
-        response = faulty.get(f"{API}/jobs", headers=bearer(ADMIN_TOKEN))
+        responses = [
+            faulty.get(f"{API}/jobs", headers=bearer(ADMIN_TOKEN)),
+            faulty.post(f"{API}/jobs", json=digits_spec(), headers=bearer(ADMIN_TOKEN)),
+        ]
     finally:
-        app.state.sessions = original
-    assert response.status_code == 500
-    assert response.json() == {"detail": "internal error; the server's log has the details"}
+        app.state.sessions, app.state.read_sessions = original
+    for response in responses:
+        assert response.status_code == 500
+        assert response.json() == {"detail": "internal error; the server's log has the details"}
+
+
+def test_a_get_reads_without_a_transaction_on_postgresql(
+    app: FastAPI, client: TestClient, user: dict[str, str]
+) -> None:
+    # a read's statements alone: psycopg in autocommit sends no BEGIN before them and no
+    # ROLLBACK after (two of a read's round trips); a write keeps its transaction
+    seen: list[tuple[str, bool]] = []
+
+    def record(conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        autocommit = getattr(conn.connection.dbapi_connection, "autocommit", False)
+        seen.append((statement.split(maxsplit=1)[0].upper(), bool(autocommit)))
+
+    event.listen(app.state.engine, "before_cursor_execute", record)
+    try:
+        assert client.get(f"{API}/jobs", headers=user).status_code == 200
+        reads, seen[:] = list(seen), []
+        create_job(client, user)
+        writes = list(seen)
+    finally:
+        event.remove(app.state.engine, "before_cursor_execute", record)
+    assert [kind for kind, _ in reads].count("SELECT") == 2  # the key, the page
+    postgres = app.state.engine.dialect.name == "postgresql"
+    assert all(autocommit is postgres for _, autocommit in reads), reads
+    assert any(kind == "INSERT" for kind, _ in writes)
+    assert not any(autocommit for _, autocommit in writes), writes
 
 
 def test_resume_requeues_a_cancelled_or_failed_job_and_refuses_others(

@@ -436,7 +436,7 @@ def job_events(
     if last_event_id is not None and last_event_id.isdigit():
         after_id = max(after_id, min(int(last_event_id), MAX_ROW_ID))
     return StreamingResponse(
-        _follow(request.app.state.sessions, job.id, after_id),
+        _follow(request.app.state.read_sessions, job.id, after_id),
         media_type="text/event-stream",
         # no caching, and no buffering by nginx-like proxies: events must arrive as written
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
