@@ -69,16 +69,21 @@ def _unauthorized(reason: str) -> HTTPException:
     )
 
 
-def get_current_key(
-    session: SessionDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> ApiKey:
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+def key_for(session: Session, credentials: HTTPAuthorizationCredentials | None) -> ApiKey:
+    """The live key the request's bearer token names, or a 401."""
     if credentials is None:
         raise _unauthorized("no API key: send the header Authorization: Bearer <key>")
     key = repo.authenticate(session, credentials.credentials)
     if key is None:
         raise _unauthorized("the API key is not valid or was revoked")
     return key
+
+
+def get_current_key(session: SessionDep, credentials: Credentials) -> ApiKey:
+    return key_for(session, credentials)
 
 
 CurrentKey = Annotated[ApiKey, Depends(get_current_key)]

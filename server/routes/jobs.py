@@ -31,6 +31,7 @@ import numpy as np
 from fastapi import APIRouter, Body, Header, HTTPException, Path, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials
 from sqlalchemy import delete
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -46,11 +47,13 @@ from jobs.store import repository as repo
 from jobs.store.models import FINISHED, Checkpoint, Event, Job, JobStatus, Metric, Queue
 from jobs.training import MODEL_FILE, TrainedModel, check_schedule
 from server.deps import (
+    Credentials,
     CurrentKey,
     JobQueueDep,
     ModelCacheDep,
     SessionDep,
     SettingsDep,
+    key_for,
 )
 from server.routes import API_PREFIX
 from server.schemas import (
@@ -267,10 +270,18 @@ def list_jobs(
 
 
 @router.get("/{job_id}")
-async def get_job(job_id: IdPath, session: SessionDep, key: CurrentKey) -> JobPublic:
-    # the route clients poll: async, so that FastAPI checks the response on the event
-    # loop instead of in a second worker thread; the query is the one thread hop
-    return JobPublic.of(await run_in_threadpool(_own_job, session, key.id, job_id))
+async def get_job(job_id: IdPath, request: Request, credentials: Credentials) -> JobPublic:
+    # the route clients poll, in one thread hop: the key, the job and the session's close
+    # together (SessionDep and CurrentKey would take three), the response checked on the
+    # event loop
+    return await run_in_threadpool(_read_job, request.app.state.read_sessions, credentials, job_id)
+
+
+def _read_job(
+    sessions: sessionmaker[Session], credentials: HTTPAuthorizationCredentials | None, job_id: str
+) -> JobPublic:
+    with sessions() as session:
+        return JobPublic.of(_own_job(session, key_for(session, credentials).id, job_id))
 
 
 @router.post(
