@@ -157,10 +157,7 @@ def validate(spec_path: SpecArg) -> None:
         # limits is refused without this process allocating it
         params, memory = models.check_model(
             spec.model,
-            input_shape=bundle.input_shape,
-            num_classes=bundle.num_classes,
-            vocab_size=bundle.vocab_size,
-            context=bundle.context,
+            **bundle.model_sizes(),
             batch_size=spec.data.batch_size,
             precision=spec.training.precision,
             memory_limit_mb=spec.resources.memory_limit_mb,

@@ -184,12 +184,7 @@ class _Run:
         engine.manual_seed(training.seed)
         self.bundle = datasets.load_data(spec.data, seed=training.seed)
         bundle = self.bundle
-        sizes: dict[str, Any] = {
-            "input_shape": bundle.input_shape,
-            "num_classes": bundle.num_classes,
-            "vocab_size": bundle.vocab_size,
-            "context": bundle.context,
-        }
+        sizes = bundle.model_sizes()
         # checked on the meta device (no storage, no random draws) before it is built: a
         # shape mismatch names its layer, and a model or activations too big for the
         # limits fail here instead of exhausting the worker's memory

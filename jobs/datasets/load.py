@@ -54,6 +54,16 @@ class DataBundle:
     context: int | None
     preprocessing: dict[str, Any]
 
+    def model_sizes(self) -> dict[str, Any]:
+        """What a model built for this data needs to know of it: the keyword arguments
+        of jobs.models.build_model and check_model."""
+        return {
+            "input_shape": self.input_shape,
+            "num_classes": self.num_classes,
+            "vocab_size": self.vocab_size,
+            "context": self.context,
+        }
+
 
 def load_data(data: DataSpecLike, *, seed: int, task_hint: str | None = None) -> DataBundle:
     """Read `data.train` (a file or `builtin:NAME`) and the validation part: `data.validation`

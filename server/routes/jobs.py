@@ -146,18 +146,12 @@ def validate_spec(
         bundle = _load(readable, spec.training.seed)
     except DataError as e:
         raise DataError(references.get(e.source) or e.source, e.reason) from None
-    sizes: dict[str, Any] = {
-        "input_shape": bundle.input_shape,
-        "num_classes": bundle.num_classes,
-        "vocab_size": bundle.vocab_size,
-        "context": bundle.context,
-    }
     # checked on the meta device only, against the app's own limits (which a deployment
     # sets through the same DESCENT_* variables): a spec asking for a 160 GB layer, or
     # for gigabytes of activations, gets its 422 without this process allocating them
     models.check_model(
         spec.model,
-        **sizes,
+        **bundle.model_sizes(),
         batch_size=spec.data.batch_size,
         precision=spec.training.precision,
         memory_limit_mb=spec.resources.memory_limit_mb,

@@ -75,11 +75,15 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
         # 16-bit bias gradients sum in float32, as PyTorch's CPU reductions accumulate.
         node.acc = "float32" if xd.dtype.itemsize == 2 else None
         save_versions(node, input, weight)
-        if bias is None:
-            record(node, out, input, weight)
-        else:
-            record(node, out, input, weight, bias)
+        _record(node, out, input, weight, bias)
     return out
+
+
+def _record(node: Node, out: Tensor, input: Tensor, weight: Tensor, bias: Tensor | None) -> None:
+    if bias is None:
+        record(node, out, input, weight)
+    else:
+        record(node, out, input, weight, bias)
 
 
 # The activations linear_act applies, as their own ops compute them one by one.
@@ -128,8 +132,5 @@ def linear_act(
             save_versions(node, input, weight, out)
         else:
             save_versions(node, input, weight)
-        if bias is None:
-            record(node, out, input, weight)
-        else:
-            record(node, out, input, weight, bias)
+        _record(node, out, input, weight, bias)
     return out
