@@ -96,6 +96,12 @@ class LayerSpec(BaseModel):
         return self
 
 
+def _all_positive(sizes: list[int], what: str) -> list[int]:
+    if any(n <= 0 for n in sizes):
+        raise ValueError(f"every {what} must be positive")
+    return sizes
+
+
 class MLPArgs(_Section):
     hidden: list[int] = Field(default_factory=lambda: [128, 128], max_length=MAX_DEPTH)
     dropout: float = Field(0.0, ge=0, lt=1)
@@ -104,9 +110,7 @@ class MLPArgs(_Section):
     @field_validator("hidden")
     @classmethod
     def _positive(cls, v: list[int]) -> list[int]:
-        if any(h <= 0 for h in v):
-            raise ValueError("every hidden width must be positive")
-        return v
+        return _all_positive(v, "hidden width")
 
 
 class CNNArgs(_Section):
@@ -118,9 +122,7 @@ class CNNArgs(_Section):
     @field_validator("channels")
     @classmethod
     def _positive(cls, v: list[int]) -> list[int]:
-        if any(c <= 0 for c in v):
-            raise ValueError("every channel count must be positive")
-        return v
+        return _all_positive(v, "channel count")
 
 
 class ResNetArgs(_Section):
@@ -133,9 +135,7 @@ class ResNetArgs(_Section):
     @field_validator("channels")
     @classmethod
     def _positive(cls, v: list[int]) -> list[int]:
-        if any(c <= 0 for c in v):
-            raise ValueError("every channel count must be positive")
-        return v
+        return _all_positive(v, "channel count")
 
 
 class TransformerLMArgs(_Section):

@@ -22,7 +22,7 @@ import functools
 import json
 import logging
 import shutil
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path as FilePath
 from typing import Annotated, Any
@@ -309,6 +309,22 @@ def _read_job(
         return JobPublic.of(_own_job(session, key_for(session, credentials).id, job_id))
 
 
+def _transition(
+    change: Callable[[Session, int, str], Job | None], session: Session, owner_id: int, job_id: str
+) -> Job:
+    """The key's job after `change` (cancel, resume): 404 if it has no such job, 409 with
+    the reason if the job's state does not allow the change."""
+    job = None
+    if is_store_id(job_id):
+        try:
+            job = change(session, owner_id, job_id)
+        except ValueError as e:
+            raise HTTPException(status.HTTP_409_CONFLICT, str(e)) from None
+    if job is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job {job_id!r}")
+    return job
+
+
 @router.post(
     "/{job_id}/cancel",
     responses={status.HTTP_409_CONFLICT: {"description": "the job already succeeded or failed"}},
@@ -316,15 +332,7 @@ def _read_job(
 def cancel_job(job_id: IdPath, session: SessionDep, key: CurrentKey) -> JobPublic:
     """A queued job is cancelled at once; a running one becomes cancelling until its
     training loop stops at the next step."""
-    job = None
-    if is_store_id(job_id):
-        try:
-            job = repo.request_cancel(session, key.id, job_id)
-        except ValueError as e:
-            raise HTTPException(status.HTTP_409_CONFLICT, str(e)) from None
-    if job is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job {job_id!r}")
-    return JobPublic.of(job)
+    return JobPublic.of(_transition(repo.request_cancel, session, key.id, job_id))
 
 
 @router.post(
@@ -335,14 +343,7 @@ def resume_job(
     job_id: IdPath, session: SessionDep, key: CurrentKey, job_queue: JobQueueDep
 ) -> JobPublic:
     """Queue a failed or cancelled job again; it continues from its newest checkpoint."""
-    job = None
-    if is_store_id(job_id):
-        try:
-            job = repo.resume_job(session, key.id, job_id)
-        except ValueError as e:
-            raise HTTPException(status.HTTP_409_CONFLICT, str(e)) from None
-    if job is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job {job_id!r}")
+    job = _transition(repo.resume_job, session, key.id, job_id)
     try:
         job_queue.publish(job.id, job.queue, job.priority)
     except Exception:  # queued in the store whatever the broker did: the reaper publishes it
